@@ -1,0 +1,365 @@
+"""Django cache backends over the _fastcache C table.
+
+The classes stay Python subclasses of BaseCache with plain ``def`` methods, so
+Django (and projects) can patch and introspect them exactly as they do
+LocMemCache.  Each hot method is one call into the C handle, which builds and
+validates the key, takes the table lock once, and encodes/decodes the value
+outside the lock.  A project that customises KEY_FUNCTION, or a subclass that
+overrides make_key/validate_key/get_backend_timeout, still gets its own code:
+the handle notices at configuration time and calls back into Python.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    BaseCache,
+    CacheKeyWarning,
+    default_key_func,
+)
+from django.core.exceptions import ImproperlyConfigured
+
+from . import _fastcache
+
+__all__ = ["FastCache"]
+
+_fastcache.configure(
+    default_timeout=DEFAULT_TIMEOUT,
+    validate_key=BaseCache.validate_key,
+    key_warning=CacheKeyWarning,
+    pickle_dumps=pickle.dumps,
+    pickle_loads=pickle.loads,
+)
+
+# Stores are keyed by LOCATION, like LocMemCache's module-level dicts: every
+# backend instance with the same LOCATION in this process shares one table.
+_stores: dict[str, _fastcache.Store] = {}
+_stores_lock = threading.Lock()
+
+KNOWN_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
+
+
+def _store_for(name: str) -> _fastcache.Store:
+    with _stores_lock:
+        store = _stores.get(name)
+        if store is None:
+            store = _stores[name] = _fastcache.Store()
+        return store
+
+
+def _before_fork() -> None:
+    # Take every table lock so that no table is forked half-written and the
+    # child never inherits a lock held by a thread that does not exist there.
+    _stores_lock.acquire()
+    for store in _stores.values():
+        store._fork_acquire()
+
+
+def _after_fork_parent() -> None:
+    for store in _stores.values():
+        store._fork_release()
+    _stores_lock.release()
+
+
+def _after_fork_child() -> None:
+    global _stores_lock
+    for store in _stores.values():
+        store._fork_reinit()
+    _stores_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_parent,
+        after_in_child=_after_fork_child,
+    )
+
+
+def _int_option(params: Mapping[str, Any], name: str, default: int) -> None:
+    options = params.get("OPTIONS") or {}
+    lower = name.lower()
+    if lower in params:
+        value, where = params[lower], lower
+    elif name in options:
+        value, where = options[name], f"OPTIONS['{name}']"
+    else:
+        return
+    if isinstance(value, bool):
+        ok = False
+    else:
+        try:
+            number = int(value)
+            ok = number >= 0
+        except (TypeError, ValueError):
+            ok = False
+    if not ok:
+        raise ImproperlyConfigured(
+            f"{where} must be a non-negative integer, got {value!r}"
+        )
+
+
+def validate_params(params: Mapping[str, Any]) -> None:
+    """Reject settings that LocMemCache would silently replace by defaults."""
+    options = params.get("OPTIONS") or {}
+    if not isinstance(options, Mapping):
+        raise ImproperlyConfigured(f"OPTIONS must be a dict, got {options!r}")
+    unknown = sorted(set(options) - KNOWN_OPTIONS, key=str)
+    if unknown:
+        raise ImproperlyConfigured(
+            "Unknown OPTIONS for django_fastcache: %s (known: %s)"
+            % (", ".join(map(repr, unknown)), ", ".join(sorted(KNOWN_OPTIONS)))
+        )
+    _int_option(params, "MAX_ENTRIES", 300)
+    _int_option(params, "CULL_FREQUENCY", 3)
+
+
+class _CacheView(Mapping[str, bytes]):
+    """Read-only view of a store: made key -> pickled value, most recent first.
+
+    Mirrors LocMemCache's ``_cache`` OrderedDict for code that lists keys or
+    inspects raw values.  Reading it neither expires entries nor moves them.
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: _fastcache.Store) -> None:
+        self._store = store
+
+    def __getitem__(self, key: str) -> bytes:
+        return self._store.raw(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store.keys())
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._store.contains(key)
+
+    def __repr__(self) -> str:
+        return f"<fastcache view of {len(self)} entries>"
+
+
+class _ExpireInfoView(_CacheView):
+    """Read-only view: made key -> expiry timestamp (float) or None."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> float | None:  # type: ignore[override]
+        return self._store.expiry(key)
+
+
+class _LockView:
+    """The table lock, with threading.Lock's interface (LocMemCache._lock)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: _fastcache.Store) -> None:
+        self._store = store
+
+    def locked(self) -> bool:
+        return self._store.locked()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._store.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._store.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _store_of(value: object, attr: str) -> _fastcache.Store:
+    if isinstance(value, _CacheView):
+        return value._store
+    raise TypeError(
+        f"{attr} of a fastcache backend can only be replaced by another fastcache "
+        f"backend's {attr} (to share its store), not by {type(value).__name__}"
+    )
+
+
+class FastCache(BaseCache):
+    """Drop-in replacement for django.core.cache.backends.locmem.LocMemCache."""
+
+    pickle_protocol = pickle.HIGHEST_PROTOCOL
+
+    def __init__(self, name: str, params: dict[str, Any]) -> None:
+        validate_params(params)
+        self._fc = _fastcache.Handle(_store_for(name), self)
+        self._key_function = default_key_func
+        super().__init__(params)
+        self._fc.pickle_protocol = self.pickle_protocol
+        self._refresh_fast_paths()
+
+    def _refresh_fast_paths(self) -> None:
+        cls = type(self)
+        self._fc.fast_key = (
+            self._key_function is default_key_func
+            and cls.make_key is BaseCache.make_key
+            and cls.validate_key is BaseCache.validate_key
+            and cls.make_and_validate_key is BaseCache.make_and_validate_key
+        )
+        self._fc.fast_timeout = cls.get_backend_timeout is BaseCache.get_backend_timeout
+
+    # Attributes that BaseCache.__init__ assigns and that Django's tests and
+    # projects read or reassign at run time live in the C handle.
+    @property
+    def default_timeout(self) -> int | None:
+        return self._fc.default_timeout
+
+    @default_timeout.setter
+    def default_timeout(self, value: int | None) -> None:
+        self._fc.default_timeout = value
+
+    @property
+    def _max_entries(self) -> int:
+        return self._fc.max_entries
+
+    @_max_entries.setter
+    def _max_entries(self, value: int) -> None:
+        self._fc.max_entries = value
+
+    @property
+    def _cull_frequency(self) -> int:
+        return self._fc.cull_frequency
+
+    @_cull_frequency.setter
+    def _cull_frequency(self, value: int) -> None:
+        self._fc.cull_frequency = value
+
+    @property
+    def key_prefix(self) -> Any:
+        return self._fc.key_prefix
+
+    @key_prefix.setter
+    def key_prefix(self, value: Any) -> None:
+        self._fc.key_prefix = value
+
+    @property
+    def version(self) -> Any:
+        return self._fc.version
+
+    @version.setter
+    def version(self, value: Any) -> None:
+        self._fc.version = value
+
+    @property
+    def key_func(self) -> Any:
+        return self._key_function
+
+    @key_func.setter
+    def key_func(self, value: Any) -> None:
+        self._key_function = value
+        if "_fc" in self.__dict__:
+            self._refresh_fast_paths()
+
+    # LocMemCache compatibility views.
+    @property
+    def _cache(self) -> Mapping[str, bytes]:
+        return _CacheView(self._fc.store)
+
+    @_cache.setter
+    def _cache(self, value: object) -> None:
+        self._fc.store = _store_of(value, "_cache")
+
+    @property
+    def _expire_info(self) -> Mapping[str, float | None]:
+        return _ExpireInfoView(self._fc.store)
+
+    @_expire_info.setter
+    def _expire_info(self, value: object) -> None:
+        self._fc.store = _store_of(value, "_expire_info")
+
+    @property
+    def _lock(self) -> _LockView:
+        return _LockView(self._fc.store)
+
+    # The API.  Each is one call into C on the fast path.
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+            version: Any = None) -> bool:
+        return self._fc.add(key, value, timeout, version)
+
+    def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
+        return self._fc.get(key, default, version)
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+            version: Any = None) -> None:
+        self._fc.set(key, value, timeout, version)
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT,
+              version: Any = None) -> bool:
+        return self._fc.touch(key, timeout, version)
+
+    def incr(self, key: Any, delta: Any = 1, version: Any = None) -> Any:
+        return self._fc.incr(key, delta, version)
+
+    def has_key(self, key: Any, version: Any = None) -> bool:
+        return self._fc.has_key(key, version)
+
+    def delete(self, key: Any, version: Any = None) -> bool:
+        return self._fc.delete(key, version)
+
+    def clear(self) -> None:
+        self._fc.clear()
+
+    # Batches take the lock once, unless a subclass or a patch changed the
+    # single-key method they are defined in terms of (BaseCache loops over it).
+    def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
+        if type(self).get is not _GET:
+            return BaseCache.get_many(self, keys, version=version)
+        return self._fc.get_many(keys, version)
+
+    def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
+                 version: Any = None) -> list[Any]:
+        if type(self).set is not _SET:
+            return BaseCache.set_many(self, data, timeout=timeout, version=version)
+        self._fc.set_many(data, timeout, version)
+        return []
+
+    def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
+        if type(self).delete is not _DELETE:
+            return BaseCache.delete_many(self, keys, version=version)
+        self._fc.delete_many(keys, version)
+
+    # Native coroutines: an in-memory table never blocks, so there is no thread
+    # hop.  They call the sync methods, as LocMemCache's do (through
+    # sync_to_async), so subclass overrides are honoured the same way.  The
+    # composite ones (aget_many, ahas_key, aincr, aget_or_set...) are
+    # BaseCache's, built on these, exactly as for LocMemCache.
+    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+                   version: Any = None) -> bool:
+        return self.add(key, value, timeout, version)
+
+    async def aget(self, key: Any, default: Any = None, version: Any = None) -> Any:
+        return self.get(key, default, version)
+
+    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+                   version: Any = None) -> None:
+        self.set(key, value, timeout, version)
+
+    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT,
+                     version: Any = None) -> bool:
+        return self.touch(key, timeout, version)
+
+    async def adelete(self, key: Any, version: Any = None) -> bool:
+        return self.delete(key, version)
+
+    async def aclear(self) -> None:
+        self.clear()
+
+
+_GET = FastCache.get
+_SET = FastCache.set
+_DELETE = FastCache.delete

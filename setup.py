@@ -1,0 +1,44 @@
+"""Build script for the _fastcache C extension.
+
+Environment switches:
+  FASTCACHE_DEBUG=1     -O0 -g3, assertions and the table invariant checker on.
+  FASTCACHE_SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer build
+                        (run with LD_PRELOAD=$(gcc -print-file-name=libasan.so)
+                        and PYTHONMALLOC=malloc).
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+debug = os.environ.get("FASTCACHE_DEBUG") == "1"
+sanitize = os.environ.get("FASTCACHE_SANITIZE") == "1"
+
+cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
+ldflags = []
+macros = [("_GNU_SOURCE", "1")]
+if debug or sanitize:
+    cflags += ["-O0", "-g3", "-UNDEBUG"]
+    macros.append(("FC_DEBUG", "1"))
+else:
+    cflags += ["-O2"]
+if sanitize:
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+           "-fno-omit-frame-pointer"]
+    cflags += san
+    ldflags += san
+
+setup(
+    ext_modules=[
+        Extension(
+            "django_fastcache._fastcache",
+            sources=["csrc/fc_table.c", "csrc/fc_module.c"],
+            depends=["csrc/fc_table.h"],
+            include_dirs=["csrc"],
+            define_macros=macros,
+            extra_compile_args=cflags,
+            extra_link_args=ldflags,
+            libraries=["pthread"],
+        )
+    ],
+)
