@@ -1,0 +1,628 @@
+/*
+ * fc_table.c - the table behind django-fastcache (see fc_table.h for the
+ * design, the invariants and each function's contract).
+ *
+ * Every function here that changes the table runs with the table lock held,
+ * touches only table memory, and either completes or leaves the table as it
+ * was: memory is reserved before anything is unlinked, so an allocation
+ * failure never loses an entry that was stored before.
+ */
+#include "fc_table.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FC_MAGIC 0x4643544142303031ULL /* "FCTAB001" */
+#define FC_MIN_BUCKETS 16u
+
+#define ENT(t, off) ((fc_entry *)FC_PTR((t)->mem, (off)))
+#define LNK(t, off) ((fc_link *)FC_PTR((t)->mem, (off)))
+
+/* ------------------------------------------------------------------------ */
+/* Private heap memory                                                      */
+
+static fc_off heap_alloc(fc_mem *mem, size_t size)
+{
+    (void)mem;
+    return (fc_off)(uintptr_t)malloc(size);
+}
+
+static void heap_free(fc_mem *mem, fc_off off, size_t size)
+{
+    (void)mem;
+    (void)size;
+    free((void *)(uintptr_t)off);
+}
+
+void fc_mem_heap_init(fc_mem *mem)
+{
+    mem->base = 0;
+    mem->alloc = heap_alloc;
+    mem->free = heap_free;
+    mem->ctx = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* SipHash-1-3 (the keyed hash CPython uses for str), seeded per table so    */
+/* that keys chosen by a client cannot be made to collide.                   */
+
+#define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                               \
+    do {                                                                       \
+        v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32);         \
+        v2 += v3; v3 = ROTL64(v3, 16); v3 ^= v2;                               \
+        v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0;                               \
+        v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32);         \
+    } while (0)
+
+uint64_t fc_hash(const fc_table *t, const void *p, size_t n)
+{
+    const uint8_t *in = p;
+    uint64_t k0 = t->h->seed[0], k1 = t->h->seed[1];
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ULL;
+    uint64_t v1 = k1 ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ULL;
+    uint64_t v3 = k1 ^ 0x7465646279746573ULL;
+    uint64_t b = (uint64_t)n << 56;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        uint64_t m;
+        memcpy(&m, in + i, 8);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    switch (n - i) {
+    case 7: b |= (uint64_t)in[i + 6] << 48; /* fall through */
+    case 6: b |= (uint64_t)in[i + 5] << 40; /* fall through */
+    case 5: b |= (uint64_t)in[i + 4] << 32; /* fall through */
+    case 4: b |= (uint64_t)in[i + 3] << 24; /* fall through */
+    case 3: b |= (uint64_t)in[i + 2] << 16; /* fall through */
+    case 2: b |= (uint64_t)in[i + 1] << 8;  /* fall through */
+    case 1: b |= (uint64_t)in[i]; break;
+    default: break;
+    }
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* ------------------------------------------------------------------------ */
+/* LRU list and index primitives (lock held)                                */
+
+static inline fc_off root_off(const fc_table *t) { return FC_OFF(t->mem, &t->h->root); }
+static inline fc_off ent_off(const fc_table *t, const fc_entry *e) { return FC_OFF(t->mem, e); }
+
+static inline fc_off *bucket_slot(const fc_table *t, uint64_t hash)
+{
+    fc_off *b = FC_PTR(t->mem, t->h->buckets);
+    return &b[hash & (t->h->nbuckets - 1)];
+}
+
+static inline int expired(const fc_entry *e, double now)
+{
+    return !e->never && e->expires <= now;
+}
+
+static void lru_unlink(fc_table *t, fc_entry *e)
+{
+    LNK(t, e->lru.prev)->next = e->lru.next;
+    LNK(t, e->lru.next)->prev = e->lru.prev;
+}
+
+static void lru_push_front(fc_table *t, fc_entry *e)
+{
+    fc_off eo = ent_off(t, e);
+    e->lru.prev = root_off(t);
+    e->lru.next = t->h->root.next;
+    LNK(t, t->h->root.next)->prev = eo;
+    t->h->root.next = eo;
+}
+
+static void lru_move_front(fc_table *t, fc_entry *e)
+{
+    if (t->h->root.next == ent_off(t, e))
+        return;
+    lru_unlink(t, e);
+    lru_push_front(t, e);
+}
+
+static int key_eq(const fc_entry *e, const fc_key *k)
+{
+    return e->hash == k->hash && e->klen == k->n && (k->n == 0 || memcmp(e->data, k->p, k->n) == 0);
+}
+
+/* Returns the entry for k, and in *slot_out the index slot pointing at it. */
+static fc_entry *find(const fc_table *t, const fc_key *k, fc_off **slot_out)
+{
+    fc_off *slot = bucket_slot(t, k->hash);
+    while (*slot) {
+        fc_entry *e = ENT(t, *slot);
+        if (key_eq(e, k)) {
+            if (slot_out)
+                *slot_out = slot;
+            return e;
+        }
+        slot = &e->hnext;
+    }
+    return NULL;
+}
+
+static fc_off *slot_of(const fc_table *t, const fc_entry *e)
+{
+    fc_off eo = ent_off(t, e);
+    fc_off *slot = bucket_slot(t, e->hash);
+    while (*slot != eo)
+        slot = &ENT(t, *slot)->hnext;
+    return slot;
+}
+
+static size_t entry_size(uint32_t cap) { return sizeof(fc_entry) + cap; }
+
+/* Unlinks e from both structures and frees it. */
+static void entry_remove(fc_table *t, fc_off *slot, fc_entry *e)
+{
+    *slot = e->hnext;
+    lru_unlink(t, e);
+    t->h->count--;
+    t->h->bytes -= (uint64_t)e->klen + e->vlen;
+    t->mem->free(t->mem, ent_off(t, e), entry_size(e->cap));
+}
+
+/* Doubles the bucket array when the load passes 1.  Failing to allocate is
+ * harmless: chains just get longer. */
+static void maybe_grow(fc_table *t)
+{
+    fc_header *h = t->h;
+    if (h->count < h->nbuckets || h->nbuckets >= ((uint64_t)1 << 40))
+        return;
+    uint64_t n = h->nbuckets * 2;
+    fc_off no = t->mem->alloc(t->mem, n * sizeof(fc_off));
+    if (!no)
+        return;
+    fc_off *nb = FC_PTR(t->mem, no);
+    memset(nb, 0, n * sizeof(fc_off));
+    fc_off *ob = FC_PTR(t->mem, h->buckets);
+    for (uint64_t i = 0; i < h->nbuckets; i++) {
+        fc_off eo = ob[i];
+        while (eo) {
+            fc_entry *e = ENT(t, eo);
+            fc_off next = e->hnext;
+            fc_off *dst = &nb[e->hash & (n - 1)];
+            e->hnext = *dst;
+            *dst = eo;
+            eo = next;
+        }
+    }
+    t->mem->free(t->mem, h->buckets, h->nbuckets * sizeof(fc_off));
+    h->buckets = no;
+    h->nbuckets = n;
+}
+
+static void link_new(fc_table *t, fc_entry *e)
+{
+    fc_off *slot = bucket_slot(t, e->hash);
+    e->hnext = *slot;
+    *slot = ent_off(t, e);
+    lru_push_front(t, e);
+    t->h->count++;
+    t->h->bytes += (uint64_t)e->klen + e->vlen;
+}
+
+static void free_all_entries(fc_table *t)
+{
+    fc_off ro = root_off(t);
+    fc_off eo = t->h->root.next;
+    while (eo != ro) {
+        fc_entry *e = ENT(t, eo);
+        eo = e->lru.next;
+        t->mem->free(t->mem, ent_off(t, e), entry_size(e->cap));
+    }
+    t->h->root.next = t->h->root.prev = ro;
+    memset(FC_PTR(t->mem, t->h->buckets), 0, t->h->nbuckets * sizeof(fc_off));
+    t->h->count = 0;
+    t->h->bytes = 0;
+}
+
+/* LocMemCache._cull: everything when cull_frequency is 0, else
+ * count // cull_frequency entries from the least recently used end (Python
+ * floor division: a negative frequency removes nothing). */
+static void cull(fc_table *t, int64_t cull_frequency)
+{
+    if (cull_frequency == 0) {
+        t->h->stats.evictions += t->h->count;
+        free_all_entries(t);
+        return;
+    }
+    if (cull_frequency < 0)
+        return;
+    uint64_t n = t->h->count / (uint64_t)cull_frequency;
+    fc_off ro = root_off(t);
+    while (n-- && t->h->root.prev != ro) {
+        fc_entry *e = ENT(t, t->h->root.prev);
+        entry_remove(t, slot_of(t, e), e);
+        t->h->stats.evictions++;
+    }
+}
+
+/* A new, unlinked entry holding k and v; NULL when memory is exhausted. */
+static fc_entry *entry_new(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen)
+{
+    uint32_t cap = (uint32_t)(k->n + vlen);
+    fc_off eo = t->mem->alloc(t->mem, entry_size(cap));
+    if (!eo)
+        return NULL;
+    fc_entry *e = ENT(t, eo);
+    memset(e, 0, sizeof(*e));
+    e->hash = k->hash;
+    e->klen = (uint32_t)k->n;
+    e->vlen = (uint32_t)vlen;
+    e->cap = cap;
+    e->vtype = (uint8_t)vtype;
+    if (k->n)
+        memcpy(e->data, k->p, k->n);
+    if (vlen)
+        memcpy(e->data + k->n, v, vlen);
+    return e;
+}
+
+/* Whether e's block can take a value of vlen without wasting much. */
+static int fits(const fc_entry *e, size_t vlen)
+{
+    size_t need = (size_t)e->klen + vlen;
+    return need <= e->cap && e->cap <= 2 * need + 64;
+}
+
+static void write_value(fc_table *t, fc_entry *e, int vtype, const void *v, size_t vlen)
+{
+    t->h->bytes -= e->vlen;
+    if (vlen)
+        memcpy(e->data + e->klen, v, vlen);
+    e->vlen = (uint32_t)vlen;
+    e->vtype = (uint8_t)vtype;
+    t->h->bytes += vlen;
+    e->gen = ++t->h->gen;
+}
+
+static int sizes_ok(const fc_key *k, size_t vlen)
+{
+    return k->n <= UINT32_MAX && vlen <= UINT32_MAX && k->n + vlen <= UINT32_MAX;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Operations                                                               */
+
+fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k)
+{
+    return find(t, k, NULL);
+}
+
+fc_entry *fc_get_lock_held(fc_table *t, const fc_key *k, double now, int lru)
+{
+    fc_off *slot;
+    fc_entry *e = find(t, k, &slot);
+    if (e == NULL) {
+        t->h->stats.misses++;
+        return NULL;
+    }
+    if (expired(e, now)) {
+        entry_remove(t, slot, e);
+        t->h->stats.expirations++;
+        t->h->stats.misses++;
+        FC_ASSERT_CONSISTENT(t);
+        return NULL;
+    }
+    if (lru)
+        lru_move_front(t, e);
+    t->h->stats.hits++;
+    return e;
+}
+
+int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
+                     int never, double expires, int64_t max_entries, int64_t cull_frequency)
+{
+    if (!sizes_ok(k, vlen))
+        return FC_EKEY;
+    int will_cull = (int64_t)t->h->count >= max_entries;
+    fc_entry *e = find(t, k, NULL);
+
+    if (e != NULL && !will_cull && fits(e, vlen)) {
+        /* Overwrite in place: LocMemCache's dict assignment + move_to_end. */
+        write_value(t, e, vtype, v, vlen);
+        lru_move_front(t, e);
+    }
+    else {
+        fc_entry *ne = entry_new(t, k, vtype, v, vlen);
+        if (ne == NULL)
+            return FC_ENOMEM;
+        if (will_cull)
+            cull(t, cull_frequency);
+        fc_off *slot;
+        e = find(t, k, &slot); /* culling may have removed it */
+        if (e != NULL)
+            entry_remove(t, slot, e);
+        else
+            maybe_grow(t);
+        e = ne;
+        e->gen = ++t->h->gen;
+        link_new(t, e);
+    }
+    e->never = (uint8_t)(never != 0);
+    e->expires = never ? 0.0 : expires;
+    t->h->stats.sets++;
+    FC_ASSERT_CONSISTENT(t);
+    return FC_OK;
+}
+
+int fc_add_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
+                     int never, double expires, int64_t max_entries, int64_t cull_frequency,
+                     double now)
+{
+    fc_entry *e = find(t, k, NULL);
+    if (e != NULL && !expired(e, now))
+        return 0;
+    int rc = fc_set_lock_held(t, k, vtype, v, vlen, never, expires, max_entries, cull_frequency);
+    return rc == FC_OK ? 1 : rc;
+}
+
+int fc_touch_lock_held(fc_table *t, const fc_key *k, int never, double expires, double now)
+{
+    fc_entry *e = find(t, k, NULL);
+    if (e == NULL || expired(e, now))
+        return 0;
+    e->never = (uint8_t)(never != 0);
+    e->expires = never ? 0.0 : expires;
+    return 1;
+}
+
+int fc_delete_lock_held(fc_table *t, const fc_key *k)
+{
+    fc_off *slot;
+    fc_entry *e = find(t, k, &slot);
+    if (e == NULL)
+        return 0;
+    entry_remove(t, slot, e);
+    t->h->stats.deletes++;
+    FC_ASSERT_CONSISTENT(t);
+    return 1;
+}
+
+int fc_incr_lock_held(fc_table *t, const fc_key *k, int64_t delta, double now,
+                      int64_t *result, fc_entry **found)
+{
+    fc_entry *e = fc_get_lock_held(t, k, now, 0);
+    *found = e;
+    if (e == NULL)
+        return FC_MISS;
+    if (e->vtype != FC_VT_INT64 || e->vlen != sizeof(int64_t))
+        return FC_NOTINT;
+    int64_t cur, sum;
+    memcpy(&cur, fc_entry_value(e), sizeof cur);
+    if (__builtin_add_overflow(cur, delta, &sum))
+        return FC_NOTINT;
+    memcpy(e->data + e->klen, &sum, sizeof sum);
+    e->gen = ++t->h->gen;
+    lru_move_front(t, e);
+    *result = sum;
+    FC_ASSERT_CONSISTENT(t);
+    return FC_OK;
+}
+
+int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype,
+                         const void *v, size_t vlen)
+{
+    if (!sizes_ok(k, vlen))
+        return FC_EKEY;
+    fc_off *slot;
+    fc_entry *e = find(t, k, &slot);
+    if (e == NULL || e->gen != gen)
+        return FC_CHANGED;
+    if (fits(e, vlen)) {
+        write_value(t, e, vtype, v, vlen);
+        lru_move_front(t, e);
+    }
+    else {
+        fc_entry *ne = entry_new(t, k, vtype, v, vlen);
+        if (ne == NULL)
+            return FC_ENOMEM;
+        ne->never = e->never;
+        ne->expires = e->expires;
+        entry_remove(t, slot, e);
+        ne->gen = ++t->h->gen;
+        link_new(t, ne);
+    }
+    FC_ASSERT_CONSISTENT(t);
+    return FC_OK;
+}
+
+void fc_clear_lock_held(fc_table *t)
+{
+    free_all_entries(t);
+    FC_ASSERT_CONSISTENT(t);
+}
+
+int fc_foreach_lock_held(const fc_table *t, int (*fn)(const fc_entry *e, void *arg), void *arg)
+{
+    fc_off ro = root_off(t);
+    for (fc_off eo = t->h->root.next; eo != ro;) {
+        const fc_entry *e = ENT(t, eo);
+        eo = e->lru.next;
+        int rc = fn(e, arg);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Invariant checker                                                        */
+
+int fc_table_check(const fc_table *t)
+{
+    const fc_header *h = t->h;
+    fc_off ro = root_off(t);
+    uint64_t n = 0, bytes = 0;
+
+    if (h->magic != FC_MAGIC)
+        return -1; /* not a table */
+    if (h->nbuckets < FC_MIN_BUCKETS || (h->nbuckets & (h->nbuckets - 1)))
+        return -2; /* bucket count not a power of two */
+    fc_off prev = ro;
+    for (fc_off eo = h->root.next; eo != ro;) {
+        const fc_entry *e = ENT(t, eo);
+        if (e->lru.prev != prev)
+            return -3; /* LRU back link broken */
+        if (++n > h->count)
+            return -4; /* LRU list longer than count (or cyclic) */
+        bytes += (uint64_t)e->klen + e->vlen;
+        if ((uint64_t)e->klen + e->vlen > e->cap)
+            return -5; /* entry overflows its block */
+        fc_key k = {e->data, e->klen, e->hash};
+        if (find(t, &k, NULL) != e)
+            return -6; /* not indexed, or a duplicate key */
+        prev = eo;
+        eo = e->lru.next;
+    }
+    if (h->root.prev != prev)
+        return -7; /* root back link broken */
+    if (n != h->count)
+        return -8; /* LRU list shorter than count */
+    if (bytes != h->bytes)
+        return -9; /* byte total wrong */
+    const fc_off *b = FC_PTR(t->mem, h->buckets);
+    uint64_t indexed = 0;
+    for (uint64_t i = 0; i < h->nbuckets; i++) {
+        for (fc_off eo = b[i]; eo; eo = ENT(t, eo)->hnext) {
+            if ((ENT(t, eo)->hash & (h->nbuckets - 1)) != i)
+                return -10; /* entry in the wrong bucket */
+            if (++indexed > h->count)
+                return -11; /* index holds more than count (or cyclic) */
+        }
+    }
+    if (indexed != h->count)
+        return -12; /* index holds fewer than count */
+    return 0;
+}
+
+#ifdef FC_DEBUG
+void fc_table_check_failed(const fc_table *t, int rc, const char *file, int line)
+{
+    fprintf(stderr, "%s:%d: fastcache table %p inconsistent (check %d)\n", file, line,
+            (const void *)t->h, rc);
+    abort();
+}
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle and lock                                                      */
+
+static int mutex_init(fc_header *h)
+{
+    pthread_mutexattr_t attr;
+    int rc = pthread_mutexattr_init(&attr);
+    if (rc)
+        return rc;
+    if (h->shared) {
+        rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        if (!rc)
+            rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    }
+    if (!rc)
+        rc = pthread_mutex_init(&h->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return rc;
+}
+
+int fc_table_init(fc_table *t, fc_mem *mem, int shared, uint64_t seed0, uint64_t seed1)
+{
+    fc_off ho = mem->alloc(mem, sizeof(fc_header));
+    if (!ho)
+        return FC_ENOMEM;
+    fc_header *h = FC_PTR(mem, ho);
+    memset(h, 0, sizeof(*h));
+    fc_off bo = mem->alloc(mem, FC_MIN_BUCKETS * sizeof(fc_off));
+    if (!bo) {
+        mem->free(mem, ho, sizeof(fc_header));
+        return FC_ENOMEM;
+    }
+    memset(FC_PTR(mem, bo), 0, FC_MIN_BUCKETS * sizeof(fc_off));
+    h->shared = (uint32_t)(shared != 0);
+    if (mutex_init(h) != 0) {
+        mem->free(mem, bo, FC_MIN_BUCKETS * sizeof(fc_off));
+        mem->free(mem, ho, sizeof(fc_header));
+        return FC_ELOCK;
+    }
+    h->magic = FC_MAGIC;
+    h->buckets = bo;
+    h->nbuckets = FC_MIN_BUCKETS;
+    h->seed[0] = seed0;
+    h->seed[1] = seed1;
+    t->mem = mem;
+    t->h = h;
+    h->root.prev = h->root.next = root_off(t);
+    return FC_OK;
+}
+
+void fc_table_destroy(fc_table *t)
+{
+    if (t->h == NULL)
+        return;
+    free_all_entries(t);
+    pthread_mutex_destroy(&t->h->lock);
+    t->mem->free(t->mem, t->h->buckets, t->h->nbuckets * sizeof(fc_off));
+    t->mem->free(t->mem, FC_OFF(t->mem, t->h), sizeof(fc_header));
+    t->h = NULL;
+}
+
+/* The previous owner died holding the lock, possibly mid-write.  Keep the
+ * table when it checks out; otherwise drop every entry (a cache may lose
+ * data, it must never return garbage).  Shared tables only. */
+static void recover(fc_table *t)
+{
+    if (fc_table_check(t) != 0) {
+        fc_header *h = t->h;
+        h->root.next = h->root.prev = root_off(t);
+        memset(FC_PTR(t->mem, h->buckets), 0, h->nbuckets * sizeof(fc_off));
+        h->count = 0;
+        h->bytes = 0;
+    }
+    pthread_mutex_consistent(&t->h->lock);
+}
+
+int fc_table_lock(fc_table *t)
+{
+    int rc = pthread_mutex_lock(&t->h->lock);
+    if (rc == EOWNERDEAD) {
+        recover(t);
+        return FC_OK;
+    }
+    return rc == 0 ? FC_OK : FC_ELOCK;
+}
+
+int fc_table_trylock(fc_table *t)
+{
+    int rc = pthread_mutex_trylock(&t->h->lock);
+    if (rc == EOWNERDEAD) {
+        recover(t);
+        return FC_OK;
+    }
+    return rc == 0 ? FC_OK : FC_ELOCK;
+}
+
+void fc_table_unlock(fc_table *t)
+{
+    pthread_mutex_unlock(&t->h->lock);
+}
+
+int fc_table_reinit_lock(fc_table *t)
+{
+    return mutex_init(t->h) == 0 ? FC_OK : FC_ELOCK;
+}

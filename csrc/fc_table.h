@@ -1,0 +1,223 @@
+/*
+ * fc_table.h - the django-fastcache table: a hash index, an LRU list, expiry
+ * and culling, with LocMemCache's exact semantics.  Plain C: no Python.h.
+ *
+ * Design
+ * ------
+ * Everything the table owns (its header, the bucket array, the entries) is
+ * reached through offsets (fc_off) from fc_mem.base and allocated through
+ * fc_mem's functions.  In a private heap base is 0 and an offset is simply
+ * the address; in a shared segment base is where this process mapped it.  So
+ * one implementation serves both, and entries never hold raw pointers.
+ *
+ * An entry is one block: fixed header, then the key bytes, then the value
+ * bytes.  Entries sit on two structures:
+ *   - a chained hash index: power-of-two bucket array, chains linked by
+ *     `hnext`, grown (doubled) when the load passes 1;
+ *   - a doubly linked LRU list through an embedded root sentinel in the
+ *     table header (no NULL checks): root.next is the most recently used,
+ *     root.prev the least, exactly the order of LocMemCache's OrderedDict
+ *     (which keeps its most recent entry first).
+ *
+ * Time is never read here: every operation that checks expiry takes `now`
+ * (seconds since the epoch, as time.time()), which keeps the table
+ * deterministic under test.
+ *
+ * Locking: one mutex per table, in the header (process-shared and robust
+ * when the table lives in a shared segment).  Functions named *_lock_held
+ * must be called with it held; they never block, call back or allocate
+ * anything but table memory.  Callers (the Python binding) encode values
+ * before taking the lock and decode copies after releasing it.
+ *
+ * Invariants (checked by fc_table_check, and after every mutation in
+ * FC_DEBUG builds):
+ *   - every entry is on the LRU list exactly once and in the bucket its hash
+ *     selects exactly once; the list and the index hold `count` entries;
+ *   - `bytes` is the sum of key and value lengths of all entries;
+ *   - no two entries have the same key.
+ */
+#ifndef FC_TABLE_H
+#define FC_TABLE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint64_t fc_off; /* 0 is the null offset */
+
+/* Memory interface.  alloc returns 0 on failure and never moves the base. */
+typedef struct fc_mem {
+    uintptr_t base;
+    fc_off (*alloc)(struct fc_mem *mem, size_t size);
+    void (*free)(struct fc_mem *mem, fc_off off, size_t size);
+    void *ctx;
+} fc_mem;
+
+/* The malloc-backed memory of a private (per-process) table. */
+void fc_mem_heap_init(fc_mem *mem);
+
+#define FC_PTR(mem, off) ((void *)((mem)->base + (uintptr_t)(off)))
+#define FC_OFF(mem, ptr) ((fc_off)((uintptr_t)(ptr) - (mem)->base))
+
+typedef struct fc_link {
+    fc_off prev; /* towards more recently used */
+    fc_off next; /* towards less recently used */
+} fc_link;
+
+/* Value types the binding stores.  The table itself only interprets
+ * FC_VT_INT64 (for in-place incr); the rest are opaque bytes. */
+enum {
+    FC_VT_PICKLE = 0,
+    FC_VT_NONE = 1,
+    FC_VT_TRUE = 2,
+    FC_VT_FALSE = 3,
+    FC_VT_INT64 = 4, /* 8 bytes, native endian */
+    FC_VT_FLOAT = 5, /* 8 bytes, native double */
+    FC_VT_STR = 6,   /* UTF-8 */
+    FC_VT_BYTES = 7,
+};
+
+typedef struct fc_entry {
+    fc_link lru; /* first member: an entry's offset is its link's offset */
+    fc_off hnext;
+    uint64_t hash;
+    uint64_t gen;     /* table generation when the value was last written */
+    double expires;   /* meaningful only when !never */
+    uint32_t klen;
+    uint32_t vlen;
+    uint32_t cap;     /* bytes available after the header */
+    uint8_t vtype;
+    uint8_t never;    /* 1: no expiry (timeout None) */
+    uint8_t pad_[2];
+    char data[];      /* key bytes, then value bytes */
+} fc_entry;
+
+typedef struct fc_stats {
+    uint64_t hits, misses, sets, deletes, evictions, expirations;
+} fc_stats;
+
+typedef struct fc_header {
+    uint64_t magic;
+    uint32_t shared;
+    uint32_t pad_;
+    pthread_mutex_t lock;
+    fc_link root;       /* LRU sentinel */
+    fc_off buckets;     /* fc_off[nbuckets] */
+    uint64_t nbuckets;  /* power of two */
+    uint64_t count;
+    uint64_t bytes;     /* sum of klen + vlen */
+    uint64_t gen;
+    uint64_t seed[2];
+    fc_stats stats;
+} fc_header;
+
+typedef struct fc_table {
+    fc_mem *mem;
+    fc_header *h;
+} fc_table;
+
+/* Results of table operations. */
+enum {
+    FC_OK = 0,
+    FC_MISS = 1,     /* absent, or expired (and then removed) */
+    FC_NOTINT = 2,   /* incr: the value is not an in-place integer */
+    FC_CHANGED = 3,  /* replace: the entry was rewritten since it was read */
+    FC_ENOMEM = -1,  /* table memory exhausted; nothing was changed */
+    FC_ELOCK = -2,   /* the lock could not be taken */
+    FC_EKEY = -3,    /* a key longer than 4 GiB */
+};
+
+typedef struct fc_key {
+    const char *p;
+    size_t n;
+    uint64_t hash;
+} fc_key;
+
+/* Life cycle.  init allocates the header and buckets from mem; shared=1
+ * makes the mutex process-shared and robust.  destroy frees everything. */
+int fc_table_init(fc_table *t, fc_mem *mem, int shared, uint64_t seed0, uint64_t seed1);
+void fc_table_destroy(fc_table *t);
+
+/* Hash of key bytes with the table's seed (SipHash-1-3). */
+uint64_t fc_hash(const fc_table *t, const void *p, size_t n);
+
+/* The lock.  fc_table_lock blocks; fc_table_trylock returns FC_OK or
+ * FC_ELOCK when it is held.  Either repairs the table when the previous
+ * owner died holding it (shared tables).  fc_table_reinit_lock is for a
+ * fork child, whose copy of the lock may be held by a thread that does not
+ * exist there. */
+int fc_table_lock(fc_table *t);
+int fc_table_trylock(fc_table *t);
+void fc_table_unlock(fc_table *t);
+int fc_table_reinit_lock(fc_table *t);
+
+static inline const char *fc_entry_key(const fc_entry *e) { return e->data; }
+static inline const char *fc_entry_value(const fc_entry *e) { return e->data + e->klen; }
+
+/* Find a live entry; when it has expired, remove it and report a miss.
+ * lru=1 moves a hit to the most-recent end (get, incr), lru=0 does not
+ * (has_key).  The returned entry stays valid until the lock is released or
+ * the table is next modified. */
+fc_entry *fc_get_lock_held(fc_table *t, const fc_key *k, double now, int lru);
+
+/* Find an entry whether or not it has expired; no side effects. */
+fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k);
+
+/* set: when count >= max_entries, cull first (all entries when
+ * cull_frequency == 0, else count // cull_frequency from the LRU end); then
+ * store the value as the most recent entry.  FC_ENOMEM leaves the table as
+ * it was (memory is reserved before anything is culled or replaced). */
+int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
+                     int never, double expires, int64_t max_entries, int64_t cull_frequency);
+
+/* add: store only when the key is absent or expired.  Returns 1 when
+ * stored, 0 when a live entry exists, FC_ENOMEM. */
+int fc_add_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
+                     int never, double expires, int64_t max_entries, int64_t cull_frequency,
+                     double now);
+
+/* touch: new expiry for a live entry (1); 0 when absent or expired, which
+ * leaves an expired entry in place. */
+int fc_touch_lock_held(fc_table *t, const fc_key *k, int never, double expires, double now);
+
+/* delete: 1 when an entry (even an expired one) was removed, else 0. */
+int fc_delete_lock_held(fc_table *t, const fc_key *k);
+
+/* incr on an FC_VT_INT64 value: adds delta in place, keeps the expiry,
+ * moves it to the most-recent end.  FC_MISS when absent/expired (removed),
+ * FC_NOTINT when the value is of another type or the sum would overflow
+ * (then *found is the entry, unchanged, for the caller to copy out). */
+int fc_incr_lock_held(fc_table *t, const fc_key *k, int64_t delta, double now,
+                      int64_t *result, fc_entry **found);
+
+/* Replace the value of the entry last written at generation `gen`, keeping
+ * its expiry and moving it to the most-recent end; no culling (incr on any
+ * other value type, done as read / compute / compare-and-swap).  FC_CHANGED
+ * when it is gone or was rewritten since. */
+int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype,
+                         const void *v, size_t vlen);
+
+void fc_clear_lock_held(fc_table *t);
+
+/* Entries from the most recent: calls fn for each until it returns non-zero. */
+int fc_foreach_lock_held(const fc_table *t, int (*fn)(const fc_entry *e, void *arg), void *arg);
+
+/* Walks the whole table and checks the invariants above.  0 when they hold,
+ * else a negative number naming the first broken one (see fc_table.c). */
+int fc_table_check(const fc_table *t);
+
+#ifdef FC_DEBUG
+#define FC_ASSERT_CONSISTENT(t)                                                \
+    do {                                                                       \
+        if ((t)->h->count < 4096) {                                            \
+            int rc_ = fc_table_check(t);                                       \
+            if (rc_ != 0)                                                      \
+                fc_table_check_failed((t), rc_, __FILE__, __LINE__);           \
+        }                                                                      \
+    } while (0)
+void fc_table_check_failed(const fc_table *t, int rc, const char *file, int line);
+#else
+#define FC_ASSERT_CONSISTENT(t) ((void)0)
+#endif
+
+#endif /* FC_TABLE_H */
