@@ -314,6 +314,19 @@ class FastCache(BaseCache):
     def clear(self) -> None:
         self._fc.clear()
 
+    def stats(self) -> dict[str, int]:
+        """Counters of this LOCATION's table since creation or reset_stats().
+
+        hits/misses count lookups (get, get_many, has_key, incr); evictions
+        count entries removed by culling; expirations count expired entries
+        removed when found.  entries and bytes (keys + values) are current.
+        """
+        return self._fc.store.stats()
+
+    def reset_stats(self) -> None:
+        """Zero the counters (entries and bytes are not counters)."""
+        self._fc.store.reset_stats()
+
     # Batches take the lock once, unless a subclass or a patch changed the
     # single-key method they are defined in terms of (BaseCache loops over it).
     def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
