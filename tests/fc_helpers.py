@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import pickle
 import threading
 import time
@@ -27,6 +28,38 @@ class Point:
 
     def __repr__(self):
         return f"Point({self.x!r}, {self.y!r})"
+
+
+class Money(int):
+    """An int subclass with its own __add__ (incr must keep the subclass)."""
+
+    def __add__(self, other):
+        return Money(int(self) + int(other))
+
+    def __repr__(self):
+        return f"Money({int(self)})"
+
+
+class RMoney(int):
+    """An int subclass with __radd__: int + RMoney is RMoney."""
+
+    def __radd__(self, other):
+        return RMoney(int(other) + int(self))
+
+    def __repr__(self):
+        return f"RMoney({int(self)})"
+
+
+class Ratio(float):
+    pass
+
+
+class Name(str):
+    pass
+
+
+class Color(enum.IntEnum):
+    RED = 1
 
 
 class StrKey:

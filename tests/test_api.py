@@ -7,6 +7,7 @@ compared with a LocMemCache reference (``make_ref``) where they are subtle.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import functools
 import math
@@ -21,14 +22,20 @@ from django.core.cache.backends.base import (
     CacheKeyWarning,
     memcache_key_warnings,
 )
+from django.utils.safestring import SafeString
 from fc_helpers import (
     PROBE_CACHES,
     PROBE_LOG,
+    Color,
     LockProbe,
+    Money,
+    Name,
     PickleBoom,
     Point,
     RaisesOnPickle,
     RaisesOnUnpickle,
+    Ratio,
+    RMoney,
     StrKey,
     custom_key_func,
     describe,
@@ -84,6 +91,14 @@ VALUES = [
     Point(1, [2]),
     range(3),
     Ellipsis,
+    "\ud800 lone surrogate \udfff",
+    SafeString("<b>safe</b>"),
+    Name("str subclass"),
+    Money(5),
+    Color.RED,
+    Ratio(2.5),
+    collections.OrderedDict([("b", 1), ("a", 2)]),
+    collections.defaultdict(list, {"a": [1]}),
 ]
 
 
@@ -94,6 +109,18 @@ def test_set_get_roundtrip(make_cache, value):
     got = c.get("key")
     assert type(got) is type(value)
     assert got == value
+    # Every path hands back the same value, and _cache holds its pickle.
+    for got in (
+        c.get_many(["key"])["key"],
+        c.get_or_set("key", None),
+        asyncio.run(c.aget("key")),
+        pickle.loads(c._cache[":1:key"]),
+    ):
+        assert type(got) is type(value) and got == value
+    assert c.add("k2", value) is True
+    assert type(c.get("k2")) is type(value) and c.get("k2") == value
+    c.set_many({"k3": value})
+    assert type(c.get("k3")) is type(value) and c.get("k3") == value
 
 
 def test_nan_and_negative_zero(make_cache):
@@ -381,6 +408,12 @@ def test_decr_with_unnegatable_delta(make_cache):
         ([1], [2], [1, 2]),
         ((1,), (2,), (1, 2)),
         (1 + 1j, 1, 2 + 1j),
+        (Money(1), 1, Money(2)),
+        (1, RMoney(2), RMoney(3)),
+        (1, Money(2), 3),
+        (Color.RED, 1, 2),
+        (Ratio(1.5), 1, 2.5),
+        (float("inf"), 1, float("inf")),
     ],
 )
 def test_incr_python_add_semantics(make_cache, value, delta, expected):
@@ -763,6 +796,24 @@ def test_made_keys(make_cache):
     assert order(c) == [":1:ünï", ":1:obj", ":1:b'raw'", ":1:None", ":1:1", ":1:1.5"]
 
 
+@pytest.mark.parametrize("key", ["\ud800", "a\udcffb", "\x00\ud83d"])
+def test_keys_with_lone_surrogates(make_cache, make_ref, clock, key):
+    results = []
+    for cache in (make_cache(), make_ref()):
+        steps = [
+            outcome(lambda cache=cache: cache.set(key, key)),
+            outcome(lambda cache=cache: cache.get(key)),
+            outcome(lambda cache=cache: cache.get_many([key])),
+            outcome(lambda cache=cache: cache.incr(key + "missing")),
+            outcome(lambda cache=cache: cache.has_key(key)),
+            snapshot(cache),
+            outcome(lambda cache=cache: cache.delete(key)),
+        ]
+        results.append(steps)
+    assert results[0] == results[1]
+    assert results[0][1][:3] == ("return", str, describe(key))
+
+
 def test_key_str_called_once_per_operation(make_cache):
     calls = []
 
@@ -1086,6 +1137,18 @@ def test_unpickling_failure(make_cache, make_ref, clock):
     assert results[0][0][1] is PickleBoom
     # A failed get still marked the entry as most recently used.
     assert results[0][1] == [":1:bad", ":1:good"]
+
+
+def test_incr_result_unpicklable_leaves_value(make_cache, make_ref, clock):
+    results = []
+    for cache in (make_cache(), make_ref()):
+        cache.set("k", [1])
+        cache.set("other", 1)
+        r = outcome(lambda cache=cache: cache.incr("k", [RaisesOnPickle()]))
+        results.append((r, snapshot(cache)))
+    assert results[0] == results[1]
+    assert results[0][0][1] is PickleBoom
+    assert [k for k, _, _ in results[0][1]] == [":1:other", ":1:k"]
 
 
 def test_raw_values_are_pickles(make_cache):
