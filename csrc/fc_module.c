@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fc_shm.h"
 #include "fc_table.h"
 
 #define MEMCACHE_MAX_KEY_LENGTH 250
@@ -156,6 +157,9 @@ typedef struct {
     PyObject_HEAD
     fc_mem mem;
     fc_table table;
+    fc_shm shm;    /* mapped segment, for a shared store */
+    int shared;
+    PyObject *path;
 } StoreObject;
 
 /* Takes the table lock; with the GIL released while waiting for it. */
@@ -201,11 +205,54 @@ static PyObject *store_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* Store.shared(path, max_bytes): the table in the segment at path, created
+ * (mode 0600) with max_bytes if it does not exist. */
+static PyObject *store_shared(PyTypeObject *type, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "shared() takes exactly 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *path;
+    if (!PyUnicode_FSConverter(args[0], &path))
+        return NULL;
+    unsigned long long max_bytes = PyLong_AsUnsignedLongLong(args[1]);
+    if (max_bytes == (unsigned long long)-1 && PyErr_Occurred()) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    StoreObject *self = (StoreObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    self->shared = 1;
+    self->path = path;
+    self->shm.base = NULL;
+    self->shm.fd = -1;
+    char err[512];
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fc_shm_open(&self->shm, &self->mem, &self->table, PyBytes_AS_STRING(path), max_bytes,
+                     err, sizeof err);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        self->table.h = NULL;
+        PyErr_SetString(PyExc_OSError, err);
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
 static void store_dealloc(StoreObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    if (self->table.h != NULL)
+    if (self->shared)
+        fc_shm_close(&self->shm);
+    else if (self->table.h != NULL)
         fc_table_destroy(&self->table);
+    Py_CLEAR(self->path);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -483,13 +530,9 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
     until.tv_sec = (time_t)secs;
     until.tv_nsec = (long)((secs - (double)until.tv_sec) * 1e9);
     Py_BEGIN_ALLOW_THREADS
-    rc = pthread_mutex_timedlock(&self->table.h->lock, &until);
+    rc = fc_table_timedlock(&self->table, &until);
     Py_END_ALLOW_THREADS
-    if (rc == EOWNERDEAD) {
-        fc_table_unlock(&self->table);
-        rc = fc_table_lock(&self->table) == FC_OK ? 0 : rc;
-    }
-    return PyBool_FromLong(rc == 0);
+    return PyBool_FromLong(rc == FC_OK);
 }
 
 static PyObject *store_release(StoreObject *self, PyObject *Py_UNUSED(ignored))
@@ -532,12 +575,13 @@ static PyObject *store_stats(StoreObject *self, PyObject *Py_UNUSED(ignored))
     fc_stats s = self->table.h->stats;
     uint64_t count = self->table.h->count, bytes = self->table.h->bytes;
     store_unlock(self);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "hits", (unsigned long long)s.hits, "misses",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsn}", "hits", (unsigned long long)s.hits, "misses",
                          (unsigned long long)s.misses, "sets", (unsigned long long)s.sets,
                          "deletes", (unsigned long long)s.deletes, "evictions",
                          (unsigned long long)s.evictions, "expirations",
                          (unsigned long long)s.expirations, "entries", (unsigned long long)count,
-                         "bytes", (unsigned long long)bytes);
+                         "bytes", (unsigned long long)bytes, "segment_bytes",
+                         (Py_ssize_t)(self->shared ? self->shm.size : 0));
 }
 
 static PyObject *store_reset_stats(StoreObject *self, PyObject *Py_UNUSED(ignored))
@@ -571,6 +615,8 @@ static PyMethodDef store_methods[] = {
     {"reset_stats", (PyCFunction)store_reset_stats, METH_NOARGS, "Zero the counters."},
     {"check", (PyCFunction)store_check, METH_NOARGS,
      "Run the table invariant checker; 0 when consistent."},
+    {"shared", (PyCFunction)(void (*)(void))store_shared, METH_FASTCALL | METH_CLASS,
+     "shared(path, max_bytes): the table in a shared memory segment."},
     {"_fork_acquire", (PyCFunction)store_fork_acquire, METH_NOARGS, NULL},
     {"_fork_release", (PyCFunction)store_fork_release, METH_NOARGS, NULL},
     {"_fork_reinit", (PyCFunction)store_fork_reinit, METH_NOARGS, NULL},
@@ -1001,6 +1047,9 @@ static PyObject *table_error(int rc)
         return PyErr_NoMemory();
     if (rc == FC_EKEY)
         return PyErr_Format(PyExc_ValueError, "cache key or value too large (4 GiB at most)");
+    if (rc == FC_ETOOBIG)
+        return PyErr_Format(PyExc_ValueError,
+                            "cache value too large for this shared cache's MAX_BYTES");
     return PyErr_Format(PyExc_RuntimeError, "fastcache: table error %d", rc);
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define FC_MAGIC 0x4643544142303031ULL /* "FCTAB001" */
 #define FC_MIN_BUCKETS 16u
@@ -41,6 +42,8 @@ void fc_mem_heap_init(fc_mem *mem)
     mem->base = 0;
     mem->alloc = heap_alloc;
     mem->free = heap_free;
+    mem->reset = NULL;
+    mem->max_block = SIZE_MAX;
     mem->ctx = NULL;
 }
 
@@ -182,7 +185,7 @@ static void entry_remove(fc_table *t, fc_off *slot, fc_entry *e)
 static void maybe_grow(fc_table *t)
 {
     fc_header *h = t->h;
-    if (h->count < h->nbuckets || h->nbuckets >= ((uint64_t)1 << 40))
+    if (h->shared || h->count < h->nbuckets || h->nbuckets >= ((uint64_t)1 << 40))
         return;
     uint64_t n = h->nbuckets * 2;
     fc_off no = t->mem->alloc(t->mem, n * sizeof(fc_off));
@@ -253,11 +256,54 @@ static void cull(fc_table *t, int64_t cull_frequency)
     }
 }
 
-/* A new, unlinked entry holding k and v; NULL when memory is exhausted. */
-static fc_entry *entry_new(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen)
+/* Drops every entry and, for a segment, its allocations. */
+static void reset_all(fc_table *t)
+{
+    fc_header *h = t->h;
+    h->root.next = h->root.prev = root_off(t);
+    memset(FC_PTR(t->mem, h->buckets), 0, h->nbuckets * sizeof(fc_off));
+    h->count = 0;
+    h->bytes = 0;
+    if (t->mem->reset)
+        t->mem->reset(t->mem);
+}
+
+/* Memory for an entry.  A shared table evicts from the LRU end (never
+ * `keep`) until the block fits; *rc says why it returns NULL. */
+static fc_off entry_alloc(fc_table *t, size_t size, const fc_entry *keep, int *rc)
+{
+    *rc = FC_ENOMEM;
+    if (size > t->mem->max_block) {
+        *rc = FC_ETOOBIG;
+        return 0;
+    }
+    for (;;) {
+        fc_off eo = t->mem->alloc(t->mem, size);
+        if (eo || !t->h->shared)
+            return eo;
+        fc_off ro = root_off(t), victim = t->h->root.prev;
+        if (victim != ro && ENT(t, victim) == keep)
+            victim = ENT(t, victim)->lru.prev;
+        if (victim == ro) {
+            if (t->h->count != 0)
+                return 0;
+            /* Empty but fragmented: start the segment's memory afresh. */
+            reset_all(t);
+            return t->mem->alloc(t->mem, size);
+        }
+        fc_entry *e = ENT(t, victim);
+        entry_remove(t, slot_of(t, e), e);
+        t->h->stats.evictions++;
+    }
+}
+
+/* A new, unlinked entry holding k and v; NULL (with *rc) when there is no
+ * memory for it. */
+static fc_entry *entry_new(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
+                           const fc_entry *keep, int *rc)
 {
     uint32_t cap = (uint32_t)(k->n + vlen);
-    fc_off eo = t->mem->alloc(t->mem, entry_size(cap));
+    fc_off eo = entry_alloc(t, entry_size(cap), keep, rc);
     if (!eo)
         return NULL;
     fc_entry *e = ENT(t, eo);
@@ -340,9 +386,10 @@ int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, siz
         lru_move_front(t, e);
     }
     else {
-        fc_entry *ne = entry_new(t, k, vtype, v, vlen);
+        int rc;
+        fc_entry *ne = entry_new(t, k, vtype, v, vlen, NULL, &rc);
         if (ne == NULL)
-            return FC_ENOMEM;
+            return rc;
         if (will_cull)
             cull(t, cull_frequency);
         fc_off *slot;
@@ -430,9 +477,10 @@ int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype,
         lru_move_front(t, e);
     }
     else {
-        fc_entry *ne = entry_new(t, k, vtype, v, vlen);
+        int rc;
+        fc_entry *ne = entry_new(t, k, vtype, v, vlen, e, &rc);
         if (ne == NULL)
-            return FC_ENOMEM;
+            return rc;
         ne->never = e->never;
         ne->expires = e->expires;
         entry_remove(t, slot, e);
@@ -473,7 +521,8 @@ int fc_table_check(const fc_table *t)
 
     if (h->magic != FC_MAGIC)
         return -1; /* not a table */
-    if (h->nbuckets < FC_MIN_BUCKETS || (h->nbuckets & (h->nbuckets - 1)))
+    if (h->nbuckets == 0 || (h->nbuckets & (h->nbuckets - 1)) ||
+        (!h->shared && h->nbuckets < FC_MIN_BUCKETS))
         return -2; /* bucket count not a power of two */
     fc_off prev = ro;
     for (fc_off eo = h->root.next; eo != ro;) {
@@ -582,47 +631,82 @@ void fc_table_destroy(fc_table *t)
     t->h = NULL;
 }
 
-/* The previous owner died holding the lock, possibly mid-write.  Keep the
- * table when it checks out; otherwise drop every entry (a cache may lose
- * data, it must never return garbage).  Shared tables only. */
+/* The previous owner died holding the lock.  If it died between taking
+ * and releasing it (dirty), it may have been relinking: drop everything. */
 static void recover(fc_table *t)
 {
-    if (fc_table_check(t) != 0) {
-        fc_header *h = t->h;
-        h->root.next = h->root.prev = root_off(t);
-        memset(FC_PTR(t->mem, h->buckets), 0, h->nbuckets * sizeof(fc_off));
-        h->count = 0;
-        h->bytes = 0;
-    }
+    if (t->h->dirty)
+        reset_all(t);
     pthread_mutex_consistent(&t->h->lock);
+}
+
+static int locked(fc_table *t, int rc)
+{
+    if (rc == EOWNERDEAD) {
+        recover(t);
+        rc = 0;
+    }
+    if (rc != 0)
+        return FC_ELOCK;
+    if (t->h->shared)
+        t->h->dirty = 1;
+    return FC_OK;
 }
 
 int fc_table_lock(fc_table *t)
 {
-    int rc = pthread_mutex_lock(&t->h->lock);
-    if (rc == EOWNERDEAD) {
-        recover(t);
-        return FC_OK;
-    }
-    return rc == 0 ? FC_OK : FC_ELOCK;
+    return locked(t, pthread_mutex_lock(&t->h->lock));
 }
 
 int fc_table_trylock(fc_table *t)
 {
-    int rc = pthread_mutex_trylock(&t->h->lock);
-    if (rc == EOWNERDEAD) {
-        recover(t);
-        return FC_OK;
-    }
-    return rc == 0 ? FC_OK : FC_ELOCK;
+    return locked(t, pthread_mutex_trylock(&t->h->lock));
+}
+
+int fc_table_timedlock(fc_table *t, const struct timespec *until)
+{
+    return locked(t, pthread_mutex_timedlock(&t->h->lock, until));
 }
 
 void fc_table_unlock(fc_table *t)
 {
+    t->h->dirty = 0;
     pthread_mutex_unlock(&t->h->lock);
 }
 
 int fc_table_reinit_lock(fc_table *t)
 {
+    if (t->h->shared)
+        return FC_OK;
     return mutex_init(t->h) == 0 ? FC_OK : FC_ELOCK;
+}
+
+int fc_table_init_at(fc_table *t, fc_mem *mem, fc_off hdr, fc_off buckets, uint64_t nbuckets,
+                     uint64_t seed0, uint64_t seed1)
+{
+    fc_header *h = FC_PTR(mem, hdr);
+    memset(h, 0, sizeof(*h));
+    memset(FC_PTR(mem, buckets), 0, nbuckets * sizeof(fc_off));
+    h->shared = 1;
+    if (mutex_init(h) != 0)
+        return FC_ELOCK;
+    h->buckets = buckets;
+    h->nbuckets = nbuckets;
+    h->seed[0] = seed0;
+    h->seed[1] = seed1;
+    t->mem = mem;
+    t->h = h;
+    h->root.prev = h->root.next = root_off(t);
+    h->magic = FC_MAGIC;
+    return FC_OK;
+}
+
+int fc_table_attach(fc_table *t, fc_mem *mem, fc_off hdr)
+{
+    fc_header *h = FC_PTR(mem, hdr);
+    if (h->magic != FC_MAGIC || !h->shared)
+        return FC_ELOCK;
+    t->mem = mem;
+    t->h = h;
+    return FC_OK;
 }

@@ -50,6 +50,12 @@ typedef struct fc_mem {
     uintptr_t base;
     fc_off (*alloc)(struct fc_mem *mem, size_t size);
     void (*free)(struct fc_mem *mem, fc_off off, size_t size);
+    /* Optional (shared segments): forget every allocation but the table's
+     * fixed parts; called only when the table holds no entry. */
+    void (*reset)(struct fc_mem *mem);
+    /* Optional: the largest block alloc could ever return, for refusing a
+     * value that can never fit before evicting anything for it. */
+    size_t max_block;
     void *ctx;
 } fc_mem;
 
@@ -98,8 +104,9 @@ typedef struct fc_stats {
 
 typedef struct fc_header {
     uint64_t magic;
-    uint32_t shared;
-    uint32_t pad_;
+    uint32_t shared;       /* process-shared robust lock; fixed buckets;
+                              entries evicted (LRU) when memory runs out */
+    uint32_t dirty;        /* 1 while a lock holder may be mid-write */
     pthread_mutex_t lock;
     fc_link root;       /* LRU sentinel */
     fc_off buckets;     /* fc_off[nbuckets] */
@@ -125,6 +132,7 @@ enum {
     FC_ENOMEM = -1,  /* table memory exhausted; nothing was changed */
     FC_ELOCK = -2,   /* the lock could not be taken */
     FC_EKEY = -3,    /* a key longer than 4 GiB */
+    FC_ETOOBIG = -4, /* larger than the table's memory could ever hold */
 };
 
 typedef struct fc_key {
@@ -138,6 +146,14 @@ typedef struct fc_key {
 int fc_table_init(fc_table *t, fc_mem *mem, int shared, uint64_t seed0, uint64_t seed1);
 void fc_table_destroy(fc_table *t);
 
+/* A shared table placed at fixed offsets of a segment: the header at hdr,
+ * a bucket array of nbuckets (a power of two, never grown) at buckets.
+ * attach opens one that another process initialised (FC_ELOCK if the
+ * header is not a table's). */
+int fc_table_init_at(fc_table *t, fc_mem *mem, fc_off hdr, fc_off buckets, uint64_t nbuckets,
+                     uint64_t seed0, uint64_t seed1);
+int fc_table_attach(fc_table *t, fc_mem *mem, fc_off hdr);
+
 /* Hash of key bytes with the table's seed (SipHash-1-3). */
 uint64_t fc_hash(const fc_table *t, const void *p, size_t n);
 
@@ -145,9 +161,17 @@ uint64_t fc_hash(const fc_table *t, const void *p, size_t n);
  * FC_ELOCK when it is held.  Either repairs the table when the previous
  * owner died holding it (shared tables).  fc_table_reinit_lock is for a
  * fork child, whose copy of the lock may be held by a thread that does not
- * exist there. */
+ * exist there (a no-op for shared tables: their lock belongs to every
+ * process and is released by its holder in the parent).
+ *
+ * Shared tables mark themselves dirty while locked; when the lock comes
+ * back with EOWNERDEAD from a holder that died dirty, every entry is
+ * dropped and the memory reset, since that holder may have been half way
+ * through relinking.  A cache may lose data; it never returns garbage. */
 int fc_table_lock(fc_table *t);
 int fc_table_trylock(fc_table *t);
+struct timespec;
+int fc_table_timedlock(fc_table *t, const struct timespec *until); /* CLOCK_REALTIME */
 void fc_table_unlock(fc_table *t);
 int fc_table_reinit_lock(fc_table *t);
 

@@ -3,8 +3,14 @@
     CACHES = {"default": {"BACKEND": "django_fastcache.FastCache"}}
 """
 
-from .backend import FastCache
+from .backend import FastCache, SharedMemoryCache, remove_segment, segment_path
 
 __version__ = "0.1.0"
 
-__all__ = ["FastCache", "__version__"]
+__all__ = [
+    "FastCache",
+    "SharedMemoryCache",
+    "__version__",
+    "remove_segment",
+    "segment_path",
+]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -27,7 +28,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import _fastcache
 
-__all__ = ["FastCache"]
+__all__ = ["FastCache", "SharedMemoryCache", "remove_segment", "segment_path"]
 
 _fastcache.configure(
     default_timeout=DEFAULT_TIMEOUT,
@@ -43,6 +44,11 @@ _stores: dict[str, _fastcache.Store] = {}
 _stores_lock = threading.Lock()
 
 KNOWN_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
+SHARED_OPTIONS = KNOWN_OPTIONS | {"MAX_BYTES"}
+DEFAULT_MAX_BYTES = 64 * 2**20
+MIN_MAX_BYTES = 2**20
+SHM_DIR_ENV = "DJANGO_FASTCACHE_SHM_DIR"
+_LOCATION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def _store_for(name: str) -> _fastcache.Store:
@@ -82,6 +88,52 @@ if hasattr(os, "register_at_fork"):
     )
 
 
+def segment_path(location: str) -> str:
+    """The file of a SharedMemoryCache LOCATION (a name, not a path).
+
+    Segments live in /dev/shm (or $DJANGO_FASTCACHE_SHM_DIR) and are named
+    after the user, so two users of a host never share or clash.
+    """
+    name = location or "default"
+    if not isinstance(name, str) or not _LOCATION_RE.fullmatch(name):
+        raise ImproperlyConfigured(
+            "SharedMemoryCache LOCATION must be a name of 1-100 letters, digits, "
+            f"'.', '_' or '-' starting with a letter or digit, got {location!r}"
+        )
+    directory = os.environ.get(SHM_DIR_ENV) or "/dev/shm"
+    return os.path.join(directory, f"django_fastcache.{os.geteuid()}.{name}")
+
+
+def remove_segment(location: str) -> bool:
+    """Delete a SharedMemoryCache segment; True if there was one.
+
+    Processes that have it mapped keep using their (now nameless) copy until
+    they restart; new processes create a fresh segment.
+    """
+    path = segment_path(location)
+    with _stores_lock:
+        _stores.pop(path, None)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _shared_store_for(path: str, max_bytes: int) -> _fastcache.Store:
+    with _stores_lock:
+        store = _stores.get(path)
+        if store is None:
+            try:
+                store = _fastcache.Store.shared(path, max_bytes)
+            except OSError as exc:
+                raise ImproperlyConfigured(
+                    f"SharedMemoryCache cannot use {path}: {exc}"
+                ) from exc
+            _stores[path] = store
+        return store
+
+
 def _int_option(params: Mapping[str, Any], name: str, default: int) -> None:
     options = params.get("OPTIONS") or {}
     lower = name.lower()
@@ -105,19 +157,28 @@ def _int_option(params: Mapping[str, Any], name: str, default: int) -> None:
         )
 
 
-def validate_params(params: Mapping[str, Any]) -> None:
+def validate_params(
+    params: Mapping[str, Any], known: frozenset[str] = KNOWN_OPTIONS
+) -> None:
     """Reject settings that LocMemCache would silently replace by defaults."""
     options = params.get("OPTIONS") or {}
     if not isinstance(options, Mapping):
         raise ImproperlyConfigured(f"OPTIONS must be a dict, got {options!r}")
-    unknown = sorted(set(options) - KNOWN_OPTIONS, key=str)
+    unknown = sorted(set(options) - known, key=str)
     if unknown:
         raise ImproperlyConfigured(
             "Unknown OPTIONS for django_fastcache: %s (known: %s)"
-            % (", ".join(map(repr, unknown)), ", ".join(sorted(KNOWN_OPTIONS)))
+            % (", ".join(map(repr, unknown)), ", ".join(sorted(known)))
         )
     _int_option(params, "MAX_ENTRIES", 300)
     _int_option(params, "CULL_FREQUENCY", 3)
+    if "MAX_BYTES" in known:
+        _int_option(params, "MAX_BYTES", DEFAULT_MAX_BYTES)
+        max_bytes = int(options.get("MAX_BYTES", DEFAULT_MAX_BYTES))
+        if max_bytes < MIN_MAX_BYTES:
+            raise ImproperlyConfigured(
+                f"OPTIONS['MAX_BYTES'] must be at least {MIN_MAX_BYTES}, got {max_bytes!r}"
+            )
 
 
 class _CacheView(Mapping[str, bytes]):
@@ -194,10 +255,15 @@ class FastCache(BaseCache):
     """Drop-in replacement for django.core.cache.backends.locmem.LocMemCache."""
 
     pickle_protocol = pickle.HIGHEST_PROTOCOL
+    _known_options = KNOWN_OPTIONS
+
+    @staticmethod
+    def _open_store(name: str, params: Mapping[str, Any]) -> _fastcache.Store:
+        return _store_for(name)
 
     def __init__(self, name: str, params: dict[str, Any]) -> None:
-        validate_params(params)
-        self._fc = _fastcache.Handle(_store_for(name), self)
+        validate_params(params, self._known_options)
+        self._fc = _fastcache.Handle(self._open_store(name, params), self)
         self._key_function = default_key_func
         super().__init__(params)
         self._fc.pickle_protocol = self.pickle_protocol
@@ -376,3 +442,22 @@ class FastCache(BaseCache):
 _GET = FastCache.get
 _SET = FastCache.set
 _DELETE = FastCache.delete
+
+
+class SharedMemoryCache(FastCache):
+    """FastCache's table in a shared memory segment: one cache for every
+    process of this user on the host that uses the same LOCATION.
+
+    OPTIONS: MAX_BYTES (segment size, fixed when the segment is created;
+    default 64 MiB), MAX_ENTRIES and CULL_FREQUENCY as for LocMemCache.  When
+    MAX_BYTES is exhausted before MAX_ENTRIES, least recently used entries are
+    evicted to make room; a single value that can never fit raises ValueError.
+    """
+
+    _known_options = SHARED_OPTIONS
+
+    @staticmethod
+    def _open_store(name: str, params: Mapping[str, Any]) -> _fastcache.Store:
+        options = params.get("OPTIONS") or {}
+        max_bytes = int(options.get("MAX_BYTES", DEFAULT_MAX_BYTES))
+        return _shared_store_for(segment_path(name), max_bytes)
