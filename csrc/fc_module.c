@@ -162,11 +162,28 @@ typedef struct {
     PyObject *path;
 } StoreObject;
 
-/* Takes the table lock; with the GIL released while waiting for it. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Takes the table lock.  Holders keep it for a few hundred nanoseconds, so
+ * a waiter first spins briefly (another process, or a thread of this one
+ * running without the GIL, is about to release it); only then does it
+ * sleep in the kernel, with the GIL released so that the holder (which may
+ * need the GIL back) and every other thread can go on. */
+#define LOCK_SPINS 100
 static int store_lock(StoreObject *s)
 {
-    if (fc_table_trylock(&s->table) == FC_OK)
-        return 0;
+    for (int i = 0; i < LOCK_SPINS; i++) {
+        if (fc_table_trylock(&s->table) == FC_OK)
+            return 0;
+        cpu_relax();
+    }
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = fc_table_lock(&s->table);
