@@ -483,7 +483,9 @@ int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype,
             return rc;
         ne->never = e->never;
         ne->expires = e->expires;
-        entry_remove(t, slot, e);
+        /* Making room may have evicted e's chain predecessor, which held
+         * `slot`: find it again. */
+        entry_remove(t, slot_of(t, e), e);
         ne->gen = ++t->h->gen;
         link_new(t, ne);
     }

@@ -51,7 +51,9 @@ typedef struct fc_mem {
     fc_off (*alloc)(struct fc_mem *mem, size_t size);
     void (*free)(struct fc_mem *mem, fc_off off, size_t size);
     /* Optional (shared segments): forget every allocation but the table's
-     * fixed parts; called only when the table holds no entry. */
+     * fixed parts; called only when the table holds no entry.  Only for
+     * tables placed with fc_table_init_at, whose header and buckets are not
+     * allocations. */
     void (*reset)(struct fc_mem *mem);
     /* Optional: the largest block alloc could ever return, for refusing a
      * value that can never fit before evicting anything for it. */
@@ -189,8 +191,11 @@ fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k);
 
 /* set: when count >= max_entries, cull first (all entries when
  * cull_frequency == 0, else count // cull_frequency from the LRU end); then
- * store the value as the most recent entry.  FC_ENOMEM leaves the table as
- * it was (memory is reserved before anything is culled or replaced). */
+ * store the value as the most recent entry.  On a private table FC_ENOMEM
+ * leaves the table as it was (memory is reserved before anything is culled
+ * or replaced).  A shared table instead evicts from the LRU end until the
+ * entry fits, so it only fails with FC_ETOOBIG (checked before evicting) or,
+ * when even an emptied, reset segment cannot hold it, FC_ENOMEM. */
 int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
                      int never, double expires, int64_t max_entries, int64_t cull_frequency);
 
