@@ -1,0 +1,1 @@
+"""A tiny shop that exercises every way Django uses a cache."""
