@@ -166,9 +166,10 @@ def validate_params(
         raise ImproperlyConfigured(f"OPTIONS must be a dict, got {options!r}")
     unknown = sorted(set(options) - known, key=str)
     if unknown:
+        names = ", ".join(map(repr, unknown))
         raise ImproperlyConfigured(
-            "Unknown OPTIONS for django_fastcache: %s (known: %s)"
-            % (", ".join(map(repr, unknown)), ", ".join(sorted(known)))
+            f"Unknown OPTIONS for django_fastcache: {names} "
+            f"(known: {', '.join(sorted(known))})"
         )
     _int_option(params, "MAX_ENTRIES", 300)
     _int_option(params, "CULL_FREQUENCY", 3)
@@ -177,7 +178,8 @@ def validate_params(
         max_bytes = int(options.get("MAX_BYTES", DEFAULT_MAX_BYTES))
         if max_bytes < MIN_MAX_BYTES:
             raise ImproperlyConfigured(
-                f"OPTIONS['MAX_BYTES'] must be at least {MIN_MAX_BYTES}, got {max_bytes!r}"
+                f"OPTIONS['MAX_BYTES'] must be at least {MIN_MAX_BYTES}, "
+                f"got {max_bytes!r}"
             )
 
 

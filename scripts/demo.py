@@ -99,7 +99,8 @@ def views_and_templates() -> None:
     tpl = Template("{% load cache %}{% cache 60 sidebar user %}[sidebar for {{ user }} "
                    "built {{ n }}]{% endcache %}")
     out = [tpl.render(Context({"user": "ann", "n": i})) for i in range(3)]
-    print("3 renders of a {% cache %} fragment ->", out[-1], "(built once:", out[0] == out[2], ")")
+    print("3 renders of a {% cache %} fragment ->", out[-1],
+          "(built once:", out[0] == out[2], ")")
 
 
 def _child_incr(n: int) -> None:
@@ -160,8 +161,8 @@ def speed() -> None:
 
 
 def main() -> int:
-    print(f"django-fastcache {django_fastcache.__version__}, Django {django.get_version()}, "
-          f"Python {sys.version.split()[0]}")
+    print(f"django-fastcache {django_fastcache.__version__}, "
+          f"Django {django.get_version()}, Python {sys.version.split()[0]}")
     try:
         low_level_api()
         views_and_templates()
