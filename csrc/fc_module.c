@@ -1816,6 +1816,8 @@ static PyObject *handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     fc_state *st = state_of_type(type);
     PyObject *store, *owner;
+    if (require_configured(st) < 0)
+        return NULL;
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
         PyErr_SetString(PyExc_TypeError, "Handle() takes no keyword arguments");
         return NULL;
@@ -1918,15 +1920,16 @@ static PyObject *fc_configure(PyObject *module, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
-static PyObject *fc_handle_check(PyObject *module, PyObject *Py_UNUSED(ignored))
+static PyObject *fc_configured(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(require_configured(PyModule_GetState(module)) == 0);
+    fc_state *st = PyModule_GetState(module);
+    return PyBool_FromLong(st->default_timeout != NULL);
 }
 
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))fc_configure, METH_VARARGS | METH_KEYWORDS,
      "configure(*, default_timeout, validate_key, key_warning, pickle_dumps, pickle_loads)"},
-    {"configured", fc_handle_check, METH_NOARGS, "Whether configure() was called."},
+    {"configured", fc_configured, METH_NOARGS, "Whether configure() was called."},
     {NULL, NULL, 0, NULL},
 };
 
