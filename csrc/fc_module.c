@@ -1574,10 +1574,27 @@ static PyObject *handle_set_many(HandleObject *self, PyObject *const *args, Py_s
     batch b = {0};
     double now;
     expiry ex;
-    if (get_now(st, &now) < 0 || compute_expiry(st, self, args[1], now, &ex) < 0)
+    if (get_now(st, &now) < 0)
         return NULL;
+    /* A bad timeout fails the call before anything is stored, but only when
+     * there is something to store (BaseCache's loop never looks at it for
+     * an empty mapping). */
+    PyObject *bad_timeout = NULL;
+    if (compute_expiry(st, self, args[1], now, &ex) < 0)
+        bad_timeout = fc_get_raised();
     int failed = batch_collect_items(self, args[0], args[2], &b) < 0;
     PyObject *exc = failed ? fc_get_raised() : NULL;
+    if (bad_timeout != NULL) {
+        int nothing = exc == NULL && b.n == 0;
+        batch_release(&b);
+        if (nothing) {
+            Py_DECREF(bad_timeout);
+            Py_RETURN_NONE;
+        }
+        Py_XDECREF(exc);
+        fc_set_raised(bad_timeout);
+        return NULL;
+    }
     int rc = FC_OK;
     if (handle_lock(self) == 0) {
         for (Py_ssize_t i = 0; i < b.n && rc == FC_OK; i++) {
