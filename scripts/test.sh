@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The test command of this project:  bash scripts/test.sh
+#
+# From a fresh clone (only python3 and gcc assumed) it builds everything it needs and runs,
+# stopping at the first failing stage:
+#   setup      fresh venv .venv-test, requirements/test.txt, the extension built into it
+#   C tests    make -C csrc/tests test test-sanitize [test-valgrind]
+#   pytest     our test suite
+#   Django     Django's own cache test suite with LocMemCache replaced by FastCache
+#   sanitize   a second venv with an ASan+UBSan build, pytest and the Django suite again
+#
+# Environment:
+#   FASTCACHE_SKIP_SANITIZE=1  skip the sanitizer stage (quick local runs; CI keeps it on)
+#   PYTHON                     interpreter to build the venvs from (default python3, >= 3.11)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv-test"
+SAN_VENV="$ROOT/.venv-test-sanitize"
+SKIP_SANITIZE="${FASTCACHE_SKIP_SANITIZE:-0}"
+# A sanitizer build switch left in the shell must not leak into the plain stages; the
+# build helper sets it itself where wanted.
+unset FASTCACHE_SANITIZE FASTCACHE_DEBUG LD_PRELOAD PYTHONMALLOC
+
+stage_name="startup"
+passed=()   # "name (Ns)" for every finished stage, for the summary
+notes=()    # anything that did not run, so the summary never hides it
+
+banner() {
+    printf '\n======== %s  [%s, %ds elapsed] ========\n' "$1" "$(date +%H:%M:%S)" "$SECONDS"
+}
+
+summary() {
+    local rc=$?
+    local notes_text=""
+    if [ ${#notes[@]} -gt 0 ]; then notes_text="; NOT RUN: $(IFS=';'; echo "${notes[*]}")"; fi
+    echo
+    if [ "$rc" -eq 0 ]; then
+        echo "test.sh: PASSED in ${SECONDS}s: $(IFS=','; echo "${passed[*]}")${notes_text}"
+    else
+        echo "test.sh: FAILED in stage '$stage_name' (exit $rc) after ${SECONDS}s;" \
+             "passed before it: ${passed[*]:-none}${notes_text}"
+    fi
+}
+trap summary EXIT
+
+# stage NAME COMMAND...: run one stage under a banner; set -e ends the script if it fails.
+stage() {
+    stage_name="$1"
+    shift
+    banner "$stage_name"
+    local t0=$SECONDS
+    "$@"
+    passed+=("$stage_name ($((SECONDS - t0))s)")
+}
+
+check_python() {
+    # pytest runs with -P (below), which needs 3.11.
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+        echo "test.sh: $PYTHON is older than 3.11; set PYTHON=python3.11 or newer" >&2
+        return 1
+    }
+}
+
+# Install a Debian package if missing.  Returns non-zero if it could not be installed.
+apt_install() {
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; else return 1; fi
+    fi
+    command -v apt-get >/dev/null || return 1
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+}
+
+c_tests() {
+    if [ ! -f csrc/tests/Makefile ]; then
+        # The C table tests are optional only while they do not exist; say so loudly.
+        echo "WARNING: csrc/tests/Makefile not found; the C table tests were not run" >&2
+        notes+=("C table tests (no csrc/tests/Makefile)")
+        return 0
+    fi
+    command -v make >/dev/null || apt_install make || {
+        echo "test.sh: 'make' is missing and could not be installed" >&2
+        return 1
+    }
+    make -C csrc/tests test test-sanitize
+    # valgrind catches what ASan cannot (uninitialised reads); it is worth an apt-get, but a
+    # machine without it (no apt, no root) still runs everything else.
+    if ! command -v valgrind >/dev/null; then
+        echo "test.sh: valgrind not installed; trying apt-get install valgrind"
+        apt_install valgrind || true
+    fi
+    if command -v valgrind >/dev/null; then
+        make -C csrc/tests test-valgrind
+    else
+        echo "WARNING: valgrind unavailable (apt-get failed); skipping make test-valgrind" >&2
+        notes+=("C tests under valgrind (valgrind not installable)")
+    fi
+}
+
+# pytest from the repository root with -P: without it the checkout's django_fastcache/ (no
+# compiled module, or a stale in-place one) would be imported instead of the venv's build,
+# and the FastCache tests would be skipped or test the wrong binary.
+run_pytest() {
+    local python="$1" rc=0
+    shift
+    "$@" "$python" -P -m pytest tests/ -q || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "test.sh: pytest collected no tests (exit 5): treated as a failure" >&2
+    fi
+    return "$rc"
+}
+
+run_django_suite() {
+    local python="$1"
+    shift
+    "$@" "$python" scripts/django_suite.py --backend django_fastcache.FastCache
+}
+
+# The environment an ASan-instrumented extension needs: the ASan runtime loaded before
+# anything else, and CPython's allocator off so ASan sees every heap block.  Leak checking
+# is off (the interpreter keeps memory until exit); UBSan stops at the first report.
+asan_env() {
+    local libasan
+    libasan="$(gcc -print-file-name=libasan.so)"
+    if [ ! -e "$libasan" ]; then
+        echo "test.sh: gcc has no libasan.so" >&2
+        return 1
+    fi
+    echo "LD_PRELOAD=$libasan PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0" \
+         "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1"
+}
+
+sanitize() {
+    local vars
+    vars="$(asan_env)"
+    bash scripts/bootstrap.sh "$SAN_VENV" --sanitize
+    echo "--- pytest under ASan/UBSan ($vars)"
+    # shellcheck disable=SC2086  # $vars is a list of NAME=value words for env
+    run_pytest "$SAN_VENV/bin/python" env $vars
+    echo "--- Django's cache suite under ASan/UBSan"
+    # shellcheck disable=SC2086
+    run_django_suite "$SAN_VENV/bin/python" env $vars
+}
+
+setup() {
+    check_python
+    bash scripts/bootstrap.sh "$VENV"
+}
+
+stage "setup: venv + build" setup
+stage "C table tests" c_tests
+stage "pytest" run_pytest "$VENV/bin/python"
+stage "Django cache suite" run_django_suite "$VENV/bin/python"
+if [ "$SKIP_SANITIZE" = "1" ]; then
+    echo
+    echo "WARNING: FASTCACHE_SKIP_SANITIZE=1: sanitizer stage skipped" >&2
+    notes+=("sanitizer stage (FASTCACHE_SKIP_SANITIZE=1)")
+else
+    stage "sanitize (ASan+UBSan): pytest + Django suite" sanitize
+fi
