@@ -54,6 +54,14 @@ class Ratio(float):
     pass
 
 
+class SlowFloat(float):
+    """A float whose + lets other threads run in the middle of an incr."""
+
+    def __add__(self, other):
+        time.sleep(0.0001)
+        return SlowFloat(float(self) + other)
+
+
 class Name(str):
     pass
 

@@ -10,9 +10,10 @@ import asyncio
 import random
 import sys
 import threading
+from decimal import Decimal
 
 import pytest
-from fc_helpers import StrKey, run_threads, run_with_deadline
+from fc_helpers import SlowFloat, StrKey, run_threads, run_with_deadline
 
 THREADS = 8
 
@@ -77,6 +78,9 @@ def _mixed_worker(cache, seed, iterations, barrier):
                 cache.set(k, {"big": "x" * rnd.randrange(1, 5000)})
             elif op == 19:
                 cache.close()
+            elif op == 20:  # incr of a float: FastCache's read-add-write path
+                cache.set(k, 0.5)
+                cache.incr(k, 0.25)
             else:
                 cache.set(k, i)
                 cache.get(k)
@@ -112,12 +116,22 @@ def test_mixed_calls_on_a_culling_cache(make_cache):
 
 
 @pytest.mark.parametrize(
-    "start, delta", [(0, 1), (10**20, 3), (0.0, 0.5), (1.5, -0.25)]
+    "start, delta",
+    [
+        (0, 1),
+        (2**63 - 4000, 1),  # crosses the 64-bit boundary mid-run
+        (10**20, 3),
+        (0.0, 0.5),
+        (1.5, -0.25),
+        (Decimal(0), Decimal("0.5")),
+        (SlowFloat(0.0), 0.5),  # + releases the GIL
+    ],
+    ids=["int", "int64-edge", "bigint", "float", "float-neg", "decimal", "slow-add"],
 )
 def test_concurrent_incr_is_exact(make_cache, start, delta):
     c = make_cache()
     c.set("counter", start, None)
-    n = 1000
+    n = 100 if isinstance(start, SlowFloat) else 1000
     barrier = threading.Barrier(THREADS)
 
     def worker():
@@ -311,6 +325,6 @@ def test_reentrancy_under_thread_contention(make_cache):
                 c.set(f"k{n % 7}", Reentrant(token, n))
                 c.get(f"k{(n + i) % 7}")
 
-        assert run_threads([lambda i=i: worker(i) for i in range(4)], 60) == []
+        assert run_threads([lambda i=i: worker(i) for i in range(4)], 30) == []
     finally:
         Reentrant.caches.pop(token, None)

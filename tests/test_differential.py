@@ -71,11 +71,18 @@ class CacheComparison(RuleBasedStateMachine):
 
     # -- plumbing ------------------------------------------------------------
 
-    def both(self, fn, *, is_async: bool = False) -> None:
-        """Run fn(cache, side) on both caches at the same clock; compare."""
+    def both(self, fn, *, is_async: bool = False, twin: bool = False) -> None:
+        """Run fn(cache, side) on both caches at the same clock; compare.
+
+        twin: use the second instance on each side, which shares the store
+        but has its own VERSION, TIMEOUT and culling limits.
+        """
         results = []
+        pairs = (
+            (("a", self.a2), ("b", self.b2)) if twin else (("a", self.a), ("b", self.b))
+        )
         with mock.patch("time.time", self.clock):
-            for side, cache in (("a", self.a), ("b", self.b)):
+            for side, cache in pairs:
                 call = functools.partial(fn, cache, side)
                 if is_async:
                     call = functools.partial(asyncio.run, call())
@@ -135,6 +142,13 @@ class CacheComparison(RuleBasedStateMachine):
         self.locations += [loc_a, loc_b]
         self.a = self.cls_a(loc_a, params)
         self.b = self.cls_b(loc_b, params)
+        twin = {
+            "VERSION": 2,
+            "TIMEOUT": 7,
+            "OPTIONS": {"MAX_ENTRIES": 4, "CULL_FREQUENCY": 2},
+        }
+        self.a2 = self.cls_a(loc_a, twin)
+        self.b2 = self.cls_b(loc_b, twin)
 
     @rule(max_entries=st.integers(-1, 10))
     def reconfigure_max_entries(self, max_entries):
@@ -231,6 +245,25 @@ class CacheComparison(RuleBasedStateMachine):
     @rule(key=KEYS, delta=st.sampled_from([1, 2]), version=VERSIONS)
     def decr_version(self, key, delta, version):
         self.both(lambda c, s: c.decr_version(key, delta, version))
+
+    @rule(
+        op=st.sampled_from(
+            ["set", "add", "get", "incr", "delete", "touch", "get_many"]
+        ),
+        key=KEYS,
+        value=VALUES,
+    )
+    def via_twin_instance(self, op, key, value):
+        calls = {
+            "set": lambda c, s: c.set(key, value),
+            "add": lambda c, s: c.add(key, value),
+            "get": lambda c, s: c.get(key, "<miss>"),
+            "incr": lambda c, s: c.incr(key),
+            "delete": lambda c, s: c.delete(key, version=1),
+            "touch": lambda c, s: c.touch(key),
+            "get_many": lambda c, s: c.get_many([key, "a"], version=1),
+        }
+        self.both(calls[op], twin=True)
 
     @rule()
     def close(self):
