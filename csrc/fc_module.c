@@ -160,6 +160,12 @@ typedef struct {
     fc_shm shm;    /* mapped segment, for a shared store */
     int shared;
     PyObject *path;
+    /* The lock as taken by Python code (cache._lock.acquire()): how many
+     * times, and by which thread last.  release() requires one, so nobody
+     * can release a lock an operation (or another process) holds, and the
+     * holding thread may still read the views. */
+    long py_locks;
+    unsigned long py_holder;
 } StoreObject;
 
 static inline void cpu_relax(void)
@@ -196,6 +202,22 @@ static int store_lock(StoreObject *s)
 }
 
 static inline void store_unlock(StoreObject *s) { fc_table_unlock(&s->table); }
+
+/* For the views and counters: the lock, unless this thread already holds it
+ * through cache._lock.acquire().  Returns 1 when it took it, 0 when it was
+ * already held, -1 on error. */
+static int view_lock(StoreObject *s)
+{
+    if (s->py_locks > 0 && s->py_holder == PyThread_get_thread_ident())
+        return 0;
+    return store_lock(s) < 0 ? -1 : 1;
+}
+
+static inline void view_unlock(StoreObject *s, int took)
+{
+    if (took == 1)
+        store_unlock(s);
+}
 
 static PyObject *store_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -365,7 +387,8 @@ static int store_peek(StoreObject *self, PyObject *key, copied *c, int *never, d
         return -1;
     fc_key k = {PyBytes_AS_STRING(kb), (size_t)PyBytes_GET_SIZE(kb), 0};
     k.hash = fc_hash(&self->table, k.p, k.n);
-    if (store_lock(self) < 0) {
+    int took = view_lock(self);
+    if (took < 0) {
         Py_DECREF(kb);
         return -1;
     }
@@ -379,7 +402,7 @@ static int store_peek(StoreObject *self, PyObject *key, copied *c, int *never, d
         if (c != NULL && copy_out(c, e) < 0)
             rc = -2;
     }
-    store_unlock(self);
+    view_unlock(self, took);
     Py_DECREF(kb);
     if (rc == 1)
         PyErr_SetObject(PyExc_KeyError, key);
@@ -469,10 +492,11 @@ static int dump_key(const fc_entry *e, void *arg)
 static PyObject *store_keys(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
     key_dump d = {0};
-    if (store_lock(self) < 0)
+    int took = view_lock(self);
+    if (took < 0)
         return NULL;
     fc_foreach_lock_held(&self->table, dump_key, &d);
-    store_unlock(self);
+    view_unlock(self, took);
     if (d.failed) {
         free(d.buf);
         return PyErr_NoMemory();
@@ -495,10 +519,11 @@ static PyObject *store_keys(StoreObject *self, PyObject *Py_UNUSED(ignored))
 
 static Py_ssize_t store_len(StoreObject *self)
 {
-    if (store_lock(self) < 0)
+    int took = view_lock(self);
+    if (took < 0)
         return -1;
     Py_ssize_t n = (Py_ssize_t)self->table.h->count;
-    store_unlock(self);
+    view_unlock(self, took);
     return n;
 }
 
@@ -530,15 +555,17 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
         return NULL;
     }
-    if (fc_table_trylock(&self->table) == FC_OK)
-        Py_RETURN_TRUE;
-    if (!blocking)
-        Py_RETURN_FALSE;
-    int rc;
-    if (timeout == -1.0) {
+    int rc = fc_table_trylock(&self->table);
+    if (rc != FC_OK && blocking && timeout == -1.0) {
         Py_BEGIN_ALLOW_THREADS
         rc = fc_table_lock(&self->table);
         Py_END_ALLOW_THREADS
+    }
+    if (rc == FC_OK || !blocking || timeout == -1.0) {
+        if (rc == FC_OK) {
+            self->py_locks++;
+            self->py_holder = PyThread_get_thread_ident();
+        }
         return PyBool_FromLong(rc == FC_OK);
     }
     struct timespec until;
@@ -549,16 +576,20 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
     Py_BEGIN_ALLOW_THREADS
     rc = fc_table_timedlock(&self->table, &until);
     Py_END_ALLOW_THREADS
+    if (rc == FC_OK) {
+        self->py_locks++;
+        self->py_holder = PyThread_get_thread_ident();
+    }
     return PyBool_FromLong(rc == FC_OK);
 }
 
 static PyObject *store_release(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (fc_table_trylock(&self->table) == FC_OK) {
-        fc_table_unlock(&self->table);
+    if (self->py_locks == 0) {
         PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
         return NULL;
     }
+    self->py_locks--;
     fc_table_unlock(&self->table);
     Py_RETURN_NONE;
 }
@@ -578,6 +609,8 @@ static PyObject *store_fork_release(StoreObject *self, PyObject *Py_UNUSED(ignor
 
 static PyObject *store_fork_reinit(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
+    /* Whatever Python code held the lock, it was in the parent. */
+    self->py_locks = 0;
     if (fc_table_reinit_lock(&self->table) != FC_OK) {
         PyErr_SetString(PyExc_RuntimeError, "fastcache: cannot reinitialise the table lock");
         return NULL;
@@ -587,11 +620,12 @@ static PyObject *store_fork_reinit(StoreObject *self, PyObject *Py_UNUSED(ignore
 
 static PyObject *store_stats(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (store_lock(self) < 0)
+    int took = view_lock(self);
+    if (took < 0)
         return NULL;
     fc_stats s = self->table.h->stats;
     uint64_t count = self->table.h->count, bytes = self->table.h->bytes;
-    store_unlock(self);
+    view_unlock(self, took);
     return Py_BuildValue("{sKsKsKsKsKsKsKsKsn}", "hits", (unsigned long long)s.hits, "misses",
                          (unsigned long long)s.misses, "sets", (unsigned long long)s.sets,
                          "deletes", (unsigned long long)s.deletes, "evictions",
@@ -603,19 +637,21 @@ static PyObject *store_stats(StoreObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *store_reset_stats(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (store_lock(self) < 0)
+    int took = view_lock(self);
+    if (took < 0)
         return NULL;
     memset(&self->table.h->stats, 0, sizeof self->table.h->stats);
-    store_unlock(self);
+    view_unlock(self, took);
     Py_RETURN_NONE;
 }
 
 static PyObject *store_check(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (store_lock(self) < 0)
+    int took = view_lock(self);
+    if (took < 0)
         return NULL;
     int rc = fc_table_check(&self->table);
-    store_unlock(self);
+    view_unlock(self, took);
     return PyLong_FromLong(rc);
 }
 

@@ -479,6 +479,23 @@ int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype,
     else {
         int rc;
         fc_entry *ne = entry_new(t, k, vtype, v, vlen, e, &rc);
+        if (ne == NULL && rc == FC_ENOMEM && t->h->shared) {
+            /* Everything else is evicted and the old value alone still
+             * blocks the new one: drop it first, as an eviction would. */
+            uint8_t never = e->never;
+            double expires = e->expires;
+            entry_remove(t, slot_of(t, e), e);
+            t->h->stats.evictions++;
+            ne = entry_new(t, k, vtype, v, vlen, NULL, &rc);
+            if (ne == NULL)
+                return rc;
+            ne->never = never;
+            ne->expires = expires;
+            ne->gen = ++t->h->gen;
+            link_new(t, ne);
+            FC_ASSERT_CONSISTENT(t);
+            return FC_OK;
+        }
         if (ne == NULL)
             return rc;
         ne->never = e->never;

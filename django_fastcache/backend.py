@@ -47,6 +47,7 @@ KNOWN_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
 SHARED_OPTIONS = KNOWN_OPTIONS | {"MAX_BYTES"}
 DEFAULT_MAX_BYTES = 64 * 2**20
 MIN_MAX_BYTES = 2**20
+MAX_MAX_BYTES = 2**46
 SHM_DIR_ENV = "DJANGO_FASTCACHE_SHM_DIR"
 _LOCATION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -175,12 +176,25 @@ def validate_params(
     _int_option(params, "CULL_FREQUENCY", 3)
     if "MAX_BYTES" in known:
         _int_option(params, "MAX_BYTES", DEFAULT_MAX_BYTES)
-        max_bytes = int(options.get("MAX_BYTES", DEFAULT_MAX_BYTES))
-        if max_bytes < MIN_MAX_BYTES:
+        max_bytes = _max_bytes(params)
+        if not MIN_MAX_BYTES <= max_bytes <= MAX_MAX_BYTES:
             raise ImproperlyConfigured(
-                f"OPTIONS['MAX_BYTES'] must be at least {MIN_MAX_BYTES}, "
-                f"got {max_bytes!r}"
+                f"OPTIONS['MAX_BYTES'] must be between {MIN_MAX_BYTES} and "
+                f"{MAX_MAX_BYTES}, got {max_bytes!r}"
             )
+    elif "max_bytes" in params:
+        raise ImproperlyConfigured(f"{cls_name(known)} has no max_bytes setting")
+
+
+def cls_name(known: frozenset[str]) -> str:
+    return "SharedMemoryCache" if "MAX_BYTES" in known else "FastCache"
+
+
+def _max_bytes(params: Mapping[str, Any]) -> int:
+    """MAX_BYTES as BaseCache reads MAX_ENTRIES: a top-level max_bytes, else
+    OPTIONS["MAX_BYTES"], else the default."""
+    options = params.get("OPTIONS") or {}
+    return int(params.get("max_bytes", options.get("MAX_BYTES", DEFAULT_MAX_BYTES)))
 
 
 class _CacheView(Mapping[str, bytes]):
@@ -440,7 +454,54 @@ class FastCache(BaseCache):
     async def aclear(self) -> None:
         self.clear()
 
+    # Since Django 6.1, BaseCache's composite async methods call the sync
+    # method (through a thread) when a backend overrides it, as LocMemCache
+    # does for has_key and incr; before, they are built on aget/aset.  These
+    # keep whichever semantics the installed Django gives LocMemCache, minus
+    # the thread hop.
+    async def aget_many(
+        self, keys: Iterable[Any], version: Any = None
+    ) -> dict[Any, Any]:
+        if _ASYNC_DELEGATES["get_many"]:
+            return self.get_many(keys, version=version)
+        return await BaseCache.aget_many(self, keys, version=version)
 
+    async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
+                        version: Any = None) -> list[Any]:
+        if _ASYNC_DELEGATES["set_many"]:
+            return self.set_many(data, timeout=timeout, version=version)
+        return await BaseCache.aset_many(self, data, timeout=timeout, version=version)
+
+    async def adelete_many(self, keys: Iterable[Any], version: Any = None) -> None:
+        if _ASYNC_DELEGATES["delete_many"]:
+            return self.delete_many(keys, version=version)
+        return await BaseCache.adelete_many(self, keys, version=version)
+
+    async def ahas_key(self, key: Any, version: Any = None) -> bool:
+        if _ASYNC_DELEGATES["has_key"]:
+            return self.has_key(key, version=version)
+        return await BaseCache.ahas_key(self, key, version=version)
+
+    async def aincr(self, key: Any, delta: Any = 1, version: Any = None) -> Any:
+        if _ASYNC_DELEGATES["incr"]:
+            return self.incr(key, delta=delta, version=version)
+        return await BaseCache.aincr(self, key, delta=delta, version=version)
+
+    async def aclose(self, **kwargs: Any) -> None:
+        if _ASYNC_DELEGATES["close"]:
+            self.close(**kwargs)
+
+
+def _async_delegates(name: str) -> bool:
+    """Whether the installed BaseCache's a<name> calls the sync <name>."""
+    code = getattr(BaseCache, "a" + name).__code__
+    return "sync_to_async" in code.co_names
+
+
+_ASYNC_DELEGATES = {
+    name: _async_delegates(name)
+    for name in ("get_many", "set_many", "delete_many", "has_key", "incr", "close")
+}
 _GET = FastCache.get
 _SET = FastCache.set
 _DELETE = FastCache.delete
@@ -460,6 +521,4 @@ class SharedMemoryCache(FastCache):
 
     @staticmethod
     def _open_store(name: str, params: Mapping[str, Any]) -> _fastcache.Store:
-        options = params.get("OPTIONS") or {}
-        max_bytes = int(options.get("MAX_BYTES", DEFAULT_MAX_BYTES))
-        return _shared_store_for(segment_path(name), max_bytes)
+        return _shared_store_for(segment_path(name), _max_bytes(params))
