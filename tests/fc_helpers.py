@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 import enum
+import os
 import pickle
 import threading
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+
+def child_pythonpath() -> str:
+    """PYTHONPATH for a test's child interpreter: the directory this process
+    imported django_fastcache from (the built package, which in a fresh
+    checkout is not the unbuilt source tree), then tests/, then whatever
+    PYTHONPATH already held."""
+    import django_fastcache
+
+    pkg_dir = os.path.dirname(os.path.abspath(django_fastcache.__file__))
+    pkg_parent = os.path.dirname(pkg_dir)
+    here = os.path.dirname(os.path.abspath(__file__))
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(dict.fromkeys([pkg_parent, here, *extra]))
+
+
+def async_delegates(name: str) -> bool:
+    """Whether the installed Django's BaseCache.a<name> calls the sync <name>
+    when a backend overrides it (Django >= 6.1), instead of being built on
+    aget/aset.  LocMemCache overrides has_key and incr, so on those Django
+    versions ahas_key and aincr behave like has_key and incr."""
+    from django.core.cache.backends.base import BaseCache
+
+    return "sync_to_async" in getattr(BaseCache, "a" + name).__code__.co_names
 
 
 def custom_key_func(key, key_prefix, version):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from fc_helpers import child_pythonpath
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fork_scenario.py")
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def run_scenario(
     impl: str, mode: str, child_timeout: float
 ) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env = dict(os.environ, PYTHONPATH=child_pythonpath())
     try:
         return subprocess.run(
             # Python 3.12+ warns about fork() in a multi-threaded process.
@@ -43,13 +44,11 @@ def run_scenario(
         pytest.fail(f"the forking parent itself hung (deadlock at fork?): {exc}")
 
 
-def test_fork_while_threads_hammer_the_cache(impl):
-    if impl == "locmem":
-        pytest.skip(
-            "LocMemCache has no at-fork handler: a child forked while another thread "
-            "holds the lock deadlocks (see test_fork_while_lock_is_held)"
-        )
-    proc = run_scenario(impl, "hammer", child_timeout=10)
+def test_fork_while_threads_hammer_the_cache():
+    # FastCache only: LocMemCache has no at-fork handler, so a child forked
+    # while another thread holds its lock deadlocks about half the time
+    # (test_fork_while_lock_is_held shows it deterministically).
+    proc = run_scenario("fastcache", "hammer", child_timeout=10)
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stdout.split() == ["ok"] * 20
 

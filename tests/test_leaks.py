@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fc_helpers import child_pythonpath
 
 PRELUDE = """
 import gc, os, sys, warnings
@@ -38,19 +38,19 @@ def rss_kib():
 
 
 def run_script(body: str, timeout: float = 240, env: dict | None = None) -> str:
+    """Runs body in a fresh interpreter that imports django_fastcache the way
+    this one does (the built package, never the unbuilt checkout: -P and a
+    neutral working directory)."""
     code = PRELUDE + textwrap.dedent(body)
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (ROOT, full_env.get("PYTHONPATH", "")) if p
-    )
+    full_env = dict(os.environ, PYTHONPATH=child_pythonpath())
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-P", "-c", code],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=full_env,
-        cwd=ROOT,
+        cwd=tempfile.gettempdir(),
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc.stdout

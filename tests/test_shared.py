@@ -47,11 +47,11 @@ from django_fastcache import (  # noqa: E402
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 WORKER = os.path.join(HERE, "shared_worker.py")
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+from fc_helpers import child_pythonpath  # noqa: E402
 from shared_worker import make_value, value_problem  # noqa: E402
 
 MiB = 2**20
@@ -164,7 +164,7 @@ class Shm:
         self.tmp_path = tmp_path
         self.env = dict(os.environ)
         self.env[backend.SHM_DIR_ENV] = self.dir
-        self.env["PYTHONPATH"] = os.pathsep.join([ROOT, HERE])
+        self.env["PYTHONPATH"] = child_pythonpath()
         self.peers: list[Peer] = []
         self.count = itertools.count()
 
