@@ -6,7 +6,8 @@
 #   setup      fresh venv .venv-test, requirements/test.txt, the extension built into it
 #   C tests    make -C csrc/tests test test-sanitize [test-valgrind]
 #   pytest     our test suite
-#   Django     Django's own cache test suite with LocMemCache replaced by FastCache
+#   Django     Django's own cache test suite with LocMemCache replaced by FastCache, then
+#              by SharedMemoryCache
 #   sanitize   a second venv with an ASan+UBSan build, pytest and the Django suite again
 #
 # Environment:
@@ -25,6 +26,11 @@ SKIP_SANITIZE="${FASTCACHE_SKIP_SANITIZE:-0}"
 # build helper sets it itself where wanted.
 unset FASTCACHE_SANITIZE FASTCACHE_DEBUG LD_PRELOAD PYTHONMALLOC
 
+# SharedMemoryCache segments made by the tests live in a private directory, never in the
+# user's /dev/shm where a real site's cache may be.
+DJANGO_FASTCACHE_SHM_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fastcache-test-shm.XXXXXX")"
+export DJANGO_FASTCACHE_SHM_DIR
+
 stage_name="startup"
 passed=()   # "name (Ns)" for every finished stage, for the summary
 notes=()    # anything that did not run, so the summary never hides it
@@ -35,6 +41,7 @@ banner() {
 
 summary() {
     local rc=$?
+    rm -rf "$DJANGO_FASTCACHE_SHM_DIR"
     local notes_text=""
     if [ ${#notes[@]} -gt 0 ]; then notes_text="; NOT RUN: $(IFS=';'; echo "${notes[*]}")"; fi
     echo
@@ -114,10 +121,13 @@ run_pytest() {
     return "$rc"
 }
 
+# Django's suite runs twice: LocMemCache replaced by FastCache, then by
+# SharedMemoryCache (whose segments go to the private directory below).
 run_django_suite() {
     local python="$1"
     shift
     "$@" "$python" scripts/django_suite.py --backend django_fastcache.FastCache
+    "$@" "$python" scripts/django_suite.py --backend django_fastcache.SharedMemoryCache
 }
 
 # The environment an ASan-instrumented extension needs: the ASan runtime loaded before
