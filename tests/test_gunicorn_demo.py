@@ -3,7 +3,8 @@
 The demo runs as a subprocess (it starts gunicorn itself, on loopback, with a
 private segment directory) and must report every shared-run invariant as
 PASS, with and without --preload, and clean up after itself: no gunicorn
-process and no segment directory left, also when it is stopped by SIGTERM.
+process and no segment directory left, also when SIGTERM or Ctrl-C (SIGINT)
+stops it in the middle of a run.
 The checks themselves are exercised on made-up observations of per-worker
 caches, which they must reject.
 """
@@ -23,6 +24,7 @@ import time
 
 import pytest
 from conftest import backend_class
+from fc_helpers import child_pythonpath
 
 try:
     import gunicorn.config
@@ -52,10 +54,16 @@ def load_demo():
     return module
 
 
+def demo_env() -> dict[str, str]:
+    """The demo and its gunicorn import the django_fastcache this process did."""
+    return {**os.environ, "PYTHONPATH": child_pythonpath()}
+
+
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, DEMO, *args],
         cwd=EXAMPLE,
+        env=demo_env(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -125,11 +133,14 @@ def test_demo_shared_and_fast(preload):
     assert_cleaned_up(result.stdout)
 
 
-def test_sigterm_stops_gunicorn_and_removes_the_segment():
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_signal_stops_gunicorn_and_removes_the_segment(signum):
     proc = subprocess.Popen(
-        [sys.executable, DEMO, "--workers", "2", "--requests", "100000",
-         "--backends", "shared"],
+        # -X faulthandler: if it hangs, SIGABRT shows where (below).
+        [sys.executable, "-X", "faulthandler", DEMO, "--workers", "2",
+         "--requests", "100000", "--backends", "shared"],
         cwd=EXAMPLE,
+        env=demo_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -158,8 +169,12 @@ def test_sigterm_stops_gunicorn_and_removes_the_segment():
         segment = line.split()[1]
         assert os.path.exists(segment)
         time.sleep(0.3)  # in the middle of the counter requests
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=TIMEOUT)
+        proc.send_signal(signum)
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread
+            proc.wait(timeout=TIMEOUT)
         reader.join(timeout=TIMEOUT)
         while (line := lines.get_nowait()) is not None:
             seen.append(line)
@@ -171,7 +186,8 @@ def test_sigterm_stops_gunicorn_and_removes_the_segment():
         proc.stdout.close()
     output = "".join(seen)
     print(output)
-    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert proc.returncode == 128 + signum, output
+    assert f"stopped by signal {int(signum)}" in output
     assert "RESULT" not in output
     assert_cleaned_up(output, dirs=[os.path.dirname(segment)])
 
