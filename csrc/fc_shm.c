@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -20,58 +21,268 @@ static const char SHM_MAGIC[8] = {'F', 'C', 'S', 'H', 'M', 'E', 'M', '1'};
 
 #define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
 
-static inline fc_shm_header *HDR(fc_mem *mem) { return (fc_shm_header *)mem->base; }
+static inline fc_shm_header *HDR(const fc_mem *mem) { return (fc_shm_header *)mem->base; }
 
-/* Size class of a request and the block size it rounds to: 64 bytes, then
- * four classes per power of two (80, 96, 112, 128, 160, ...). */
-static int size_class(uint64_t n, uint64_t *rounded)
+/* ------------------------------------------------------------------------ */
+/* Allocator (see fc_shm.h for the design).                                 */
+
+#define INUSE 1u      /* this block is allocated */
+#define PREV_INUSE 2u /* the block just before this one is allocated */
+#define FLAGS 15u
+#define MIN_BLOCK 32u /* header, next, prev, footer */
+#define FIT_SCAN 16   /* list nodes examined for a best fit in the own class */
+#define FIT_SCAN_MAX 1024 /* ... and for any fit when no larger class has one */
+
+#ifdef FC_DEBUG
+#define SHM_ASSERT(cond)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "%s:%d: allocator assertion failed: %s\n",        \
+                    __FILE__, __LINE__, #cond);                                \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
+#else
+#define SHM_ASSERT(cond) ((void)0)
+#endif
+
+/* The 8-byte word at offset off (block offsets are 8 mod 16; base is
+ * page-aligned, so every word is naturally aligned). */
+static inline uint64_t *W(const fc_mem *mem, fc_off off) { return (uint64_t *)FC_PTR(mem, off); }
+static inline uint64_t bsize(const fc_mem *mem, fc_off b) { return *W(mem, b) & ~(uint64_t)FLAGS; }
+/* free blocks: links right after the header */
+static inline fc_off *NEXT(const fc_mem *mem, fc_off b) { return (fc_off *)FC_PTR(mem, b + 8); }
+static inline fc_off *PREV(const fc_mem *mem, fc_off b) { return (fc_off *)FC_PTR(mem, b + 16); }
+
+/* First block header and the end sentinel's header of the arena. */
+static inline fc_off first_block(const fc_shm_header *h) { return h->arena_start + 8; }
+static inline fc_off epilogue(const fc_shm_header *h) { return h->arena_end - 8; }
+
+/* Free-list class of a block size (a multiple of 16, at least MIN_BLOCK):
+ * exact 16-byte classes below 1 KiB, then eight per power of two. */
+static unsigned size_class(uint64_t s)
 {
-    if (n <= 64) {
-        *rounded = 64;
-        return 0;
-    }
-    int p = 63 - __builtin_clzll(n - 1); /* 2^p < n <= 2^(p+1) */
-    uint64_t base = (uint64_t)1 << p, step = base >> 2;
-    uint64_t k = (n - base + step - 1) / step; /* 1..4 */
-    *rounded = base + k * step;
-    return 1 + (p - 6) * 4 + (int)(k - 1);
+    if (s < 1024)
+        return (unsigned)(s >> 4);
+    unsigned p = 63u - (unsigned)__builtin_clzll(s); /* >= 10 */
+    return 64u + (p - 10u) * 8u + (unsigned)((s >> (p - 3u)) & 7u);
 }
 
-static fc_off shm_alloc(fc_mem *mem, size_t size)
+/* The block a request of n bytes needs: header + n, rounded up to 16, at
+ * least MIN_BLOCK.  (n is at most max_block: no overflow.) */
+static inline uint64_t block_need(uint64_t n)
+{
+    uint64_t need = ALIGN_UP(n + 8, 16);
+    return need < MIN_BLOCK ? MIN_BLOCK : need;
+}
+
+static void list_insert(fc_mem *mem, fc_off b, uint64_t size)
 {
     fc_shm_header *h = HDR(mem);
-    uint64_t rounded;
-    int c = size_class(size, &rounded);
-    if (c >= FC_SHM_CLASSES)
-        return 0;
-    fc_off off = h->free_heads[c];
-    if (off) {
-        fc_off next;
-        memcpy(&next, FC_PTR(mem, off), sizeof next);
+    unsigned c = size_class(size);
+    fc_off head = h->free_heads[c];
+    *NEXT(mem, b) = head;
+    *PREV(mem, b) = 0;
+    if (head)
+        *PREV(mem, head) = b;
+    h->free_heads[c] = b;
+    h->free_map[c >> 6] |= (uint64_t)1 << (c & 63);
+}
+
+static void list_unlink(fc_mem *mem, fc_off b)
+{
+    fc_shm_header *h = HDR(mem);
+    fc_off next = *NEXT(mem, b), prev = *PREV(mem, b);
+    if (next)
+        *PREV(mem, next) = prev;
+    if (prev)
+        *NEXT(mem, prev) = next;
+    else {
+        unsigned c = size_class(bsize(mem, b));
+        SHM_ASSERT(h->free_heads[c] == b);
         h->free_heads[c] = next;
-        return off;
+        if (!next)
+            h->free_map[c >> 6] &= ~((uint64_t)1 << (c & 63));
     }
-    if (h->arena_end - h->top < rounded)
-        return 0;
-    off = h->top;
-    h->top += rounded;
-    return off;
 }
 
-static void shm_free(fc_mem *mem, fc_off off, size_t size)
+/* The lowest non-empty class >= c, or -1. */
+static int next_class(const fc_shm_header *h, unsigned c)
+{
+    if (c >= FC_SHM_CLASSES)
+        return -1;
+    unsigned w = c >> 6;
+    uint64_t bits = h->free_map[w] & (~(uint64_t)0 << (c & 63));
+    for (;;) {
+        if (bits)
+            return (int)(w * 64 + (unsigned)__builtin_ctzll(bits));
+        if (++w >= FC_SHM_MAPWORDS)
+            return -1;
+        bits = h->free_map[w];
+    }
+}
+
+static fc_off shm_alloc(fc_mem *mem, size_t n)
 {
     fc_shm_header *h = HDR(mem);
-    uint64_t rounded;
-    int c = size_class(size, &rounded);
-    memcpy(FC_PTR(mem, off), &h->free_heads[c], sizeof(fc_off));
-    h->free_heads[c] = off;
+    if (n > mem->max_block)
+        return 0;
+    uint64_t need = block_need(n);
+    unsigned c = size_class(need);
+    /* best fit among the first few blocks of the request's own class (in the
+     * exact classes below 1 KiB the first one fits) */
+    fc_off b = 0;
+    uint64_t size = UINT64_MAX;
+    int k = 0;
+    for (fc_off x = h->free_heads[c]; x && k < FIT_SCAN; x = *NEXT(mem, x), k++) {
+        uint64_t s = bsize(mem, x);
+        if (s >= need && s < size) {
+            b = x;
+            size = s;
+            if (s == need)
+                break;
+        }
+    }
+    if (!b) {
+        /* else the first block of the next non-empty class: it fits */
+        int c2 = next_class(h, c + 1);
+        if (c2 >= 0) {
+            b = h->free_heads[c2];
+            size = bsize(mem, b);
+        }
+        else {
+            /* Nothing larger is free: before failing (and the table evicting
+             * for it), the rest of the own class, first fit, up to a bound. */
+            fc_off x = h->free_heads[c];
+            for (k = 0; x && k < FIT_SCAN_MAX; x = *NEXT(mem, x), k++) {
+                if (bsize(mem, x) >= need) {
+                    b = x;
+                    size = bsize(mem, x);
+                    break;
+                }
+            }
+            if (!b)
+                return 0;
+        }
+    }
+    SHM_ASSERT(size >= need && !(*W(mem, b) & INUSE));
+    list_unlink(mem, b);
+    uint64_t prev_bit = *W(mem, b) & PREV_INUSE;
+    if (size - need >= MIN_BLOCK) {
+        /* split: the rest stays free (the block after it already knows) */
+        fc_off r = b + need;
+        uint64_t rsize = size - need;
+        *W(mem, r) = rsize | PREV_INUSE;
+        *W(mem, r + rsize - 8) = rsize;
+        list_insert(mem, r, rsize);
+        size = need;
+    }
+    else
+        *W(mem, b + size) |= PREV_INUSE;
+    *W(mem, b) = size | INUSE | prev_bit;
+    return b + 8;
+}
+
+static void shm_free(fc_mem *mem, fc_off off, size_t n)
+{
+    fc_off b = off - 8;
+    uint64_t hd = *W(mem, b), size = hd & ~(uint64_t)FLAGS;
+    (void)n;
+    SHM_ASSERT(hd & INUSE);
+    /* freed with the size it was allocated for: the block is that size's,
+     * or (not split) less than MIN_BLOCK more */
+    SHM_ASSERT(n <= mem->max_block && size >= block_need(n) && size < block_need(n) + MIN_BLOCK);
+    /* merge with a free block after it (the end sentinel is always in use) */
+    fc_off nb = b + size;
+    uint64_t nh = *W(mem, nb);
+    if (!(nh & INUSE)) {
+        list_unlink(mem, nb);
+        size += nh & ~(uint64_t)FLAGS;
+    }
+    /* and with a free block before it, found through that block's footer */
+    if (!(hd & PREV_INUSE)) {
+        uint64_t psize = *W(mem, b - 8);
+        b -= psize;
+        SHM_ASSERT(bsize(mem, b) == psize && !(*W(mem, b) & INUSE));
+        list_unlink(mem, b);
+        size += psize;
+    }
+    /* two free blocks are never neighbours, so the one before is in use */
+    *W(mem, b) = size | PREV_INUSE;
+    *W(mem, b + size - 8) = size;
+    *W(mem, b + size) &= ~(uint64_t)PREV_INUSE;
+    list_insert(mem, b, size);
 }
 
 static void shm_reset(fc_mem *mem)
 {
     fc_shm_header *h = HDR(mem);
-    h->top = h->arena_start;
     memset(h->free_heads, 0, sizeof h->free_heads);
+    memset(h->free_map, 0, sizeof h->free_map);
+    fc_off b = first_block(h), end = epilogue(h);
+    uint64_t size = end - b;
+    *W(mem, end) = 0 | INUSE; /* sentinel: size 0, in use, before it free */
+    *W(mem, b) = size | PREV_INUSE;
+    *W(mem, b + size - 8) = size;
+    list_insert(mem, b, size);
+}
+
+int fc_shm_heap_check(const fc_mem *mem, fc_shm_heap_stats *st)
+{
+    const fc_shm_header *h = HDR(mem);
+    fc_shm_heap_stats s = {0};
+    fc_off b = first_block(h), end = epilogue(h);
+    s.arena = end - b;
+    int prev_inuse = 1;
+    uint64_t nfree = 0;
+    while (b < end) {
+        uint64_t hd = *W(mem, b), size = hd & ~(uint64_t)FLAGS;
+        if (size < MIN_BLOCK || size % 16 || size > end - b)
+            return -1; /* bad size */
+        if (!!(hd & PREV_INUSE) != prev_inuse)
+            return -2; /* PREV_INUSE bit disagrees with the block before */
+        if (hd & INUSE) {
+            s.used_blocks++;
+            s.used_bytes += size;
+            prev_inuse = 1;
+        }
+        else {
+            if (!prev_inuse)
+                return -3; /* two free neighbours: not coalesced */
+            if (*W(mem, b + size - 8) != size)
+                return -4; /* footer */
+            s.free_blocks++;
+            s.free_bytes += size;
+            if (size > s.largest_free)
+                s.largest_free = size;
+            prev_inuse = 0;
+        }
+        b += size;
+    }
+    if (b != end || *W(mem, end) != (INUSE | (prev_inuse ? PREV_INUSE : 0)))
+        return -5; /* the blocks do not end exactly at the sentinel */
+    for (unsigned c = 0; c < FC_SHM_CLASSES; c++) {
+        int bit = !!(h->free_map[c >> 6] & ((uint64_t)1 << (c & 63)));
+        if (bit != !!h->free_heads[c])
+            return -6; /* class bitmap */
+        fc_off prev = 0;
+        for (fc_off x = h->free_heads[c]; x; x = *NEXT(mem, x)) {
+            if (x < first_block(h) || x >= end || (x & 15) != 8)
+                return -7; /* a link points outside the arena */
+            if ((*W(mem, x) & INUSE) || size_class(bsize(mem, x)) != c)
+                return -8; /* listed block is in use or in the wrong class */
+            if (*PREV(mem, x) != prev)
+                return -9; /* back link */
+            if (++nfree > s.free_blocks)
+                return -10; /* more listed than free (or a cycle) */
+            prev = x;
+        }
+    }
+    if (nfree != s.free_blocks)
+        return -11; /* a free block on no list */
+    if (st)
+        *st = s;
+    return 0;
 }
 
 static void mem_init(fc_mem *mem, void *base)
@@ -81,7 +292,10 @@ static void mem_init(fc_mem *mem, void *base)
     mem->alloc = shm_alloc;
     mem->free = shm_free;
     mem->reset = shm_reset;
-    /* rounding adds at most a quarter: anything up to 4/5 of the arena fits */
+    /* The largest value: 4/5 of the arena, as in layout 1, so that one
+     * value never takes (nearly) the whole cache.  alloc refuses anything
+     * larger, and an empty arena (one block of arena - 16 bytes, payload 8
+     * less) always has room for it. */
     mem->max_block = (size_t)((h->arena_end - h->arena_start) / 5 * 4);
     mem->ctx = NULL;
 }
@@ -110,7 +324,6 @@ static int init_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t e
     h->arena_end = s->size & ~(uint64_t)63;
     if (h->arena_start + 4096 > h->arena_end)
         return fail(err, errlen, "segment of %zu bytes is too small", s->size);
-    h->top = h->arena_start;
     h->sizeof_shm_header = sizeof(fc_shm_header);
     h->sizeof_table_header = sizeof(fc_header);
     h->sizeof_entry = sizeof(fc_entry);
@@ -118,6 +331,7 @@ static int init_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t e
     h->layout = FC_SHM_LAYOUT;
     memcpy(h->magic, SHM_MAGIC, sizeof SHM_MAGIC);
     mem_init(mem, s->base);
+    shm_reset(mem);
     uint64_t seed[2];
     if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
         seed[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -141,7 +355,8 @@ static int check_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t 
                     "segment was created by an incompatible django-fastcache build "
                     "(layout %u, this build uses %u); remove it to start afresh",
                     h->layout, FC_SHM_LAYOUT);
-    if (h->size != s->size || h->arena_end > s->size || h->table >= h->arena_start)
+    if (h->size != s->size || h->arena_end > s->size || h->table >= h->arena_start ||
+        h->arena_start % 64 || h->arena_end % 64 || h->arena_start + 4096 > h->arena_end)
         return fail(err, errlen, "segment header does not match its size (%zu bytes)", s->size);
     mem_init(mem, s->base);
     if (fc_table_attach(t, mem, h->table) != FC_OK)

@@ -8,13 +8,50 @@
  *                   the allocator state, and where the parts below are
  *   fc_header       the table header, with its process-shared robust mutex
  *   fc_off[n]       the bucket array (fixed: a shared table never grows it)
- *   arena           entries, from a size-class allocator (below)
+ *   arena           entries, from a coalescing allocator (below)
  *
- * Allocator: blocks are rounded to one of four sizes per power of two and
- * taken from that class's free list or else from a bump pointer; a freed
- * block goes back on its class list (its first 8 bytes link it).  All of its
- * state is in the segment header and only changes with the table lock held;
- * when the table is empty and still nothing fits, the arena starts afresh.
+ * Allocator: boundary-tag blocks on segregated free lists, all in the
+ * segment and reached by offsets, changed only with the table lock held.
+ *
+ *   block     [header][payload ...........................]
+ *   free      [header][next][prev][ ........... ][footer]
+ *
+ *   - A block starts 8 bytes before a 16-byte boundary and its size (header
+ *     included) is a multiple of 16, at least 32, so every payload (the
+ *     offset alloc returns, header + 8) is 16-byte aligned.  An allocation
+ *     costs 8 bytes of header and at most 15 of rounding.
+ *   - The header holds the size and two bits: INUSE, and PREV_INUSE (the
+ *     block just before is allocated).  Only a free block has a footer (its
+ *     size, in its last 8 bytes), so freeing finds a free neighbour before
+ *     it through that footer and one after it through the size.
+ *   - The arena is a contiguous run of blocks ending in a sentinel header
+ *     (size 0, INUSE), so merging forward always stops; the first block
+ *     always has PREV_INUSE.
+ *   - free merges the block at once with free neighbours on either side, so
+ *     two free blocks are never adjacent and freeing everything leaves one
+ *     block spanning the arena (what reset also makes).  free reads the size
+ *     from the header; the size argument is only checked in FC_DEBUG builds.
+ *   - Free blocks are on doubly linked lists (offsets; 0 ends a list) of
+ *     FC_SHM_CLASSES size classes: exact 16-byte steps below 1 KiB, then
+ *     eight classes per power of two; a bitmap marks the non-empty ones.
+ *   - alloc takes the best fit among the first 16 blocks of the request's
+ *     own class (in an exact class the first fits), else the first block of
+ *     the next non-empty class (found in the bitmap; it always fits), and
+ *     when there is none, the first fit among the first 1024 of its own
+ *     class.  It splits off the rest as a free block when that is at least
+ *     32 bytes.  alloc and free are O(1): they never walk the arena, and a
+ *     list walk is bounded (16 nodes; 1024 only when alloc would otherwise
+ *     fail and the table evict).  So alloc fails only when no free block
+ *     fits, unless one class holds over a thousand free blocks.
+ *   - max_block, the largest request alloc accepts, is 4/5 of the arena
+ *     (as in layout 1: one value never flushes nearly the whole cache); an
+ *     empty arena always has room for it, so it is exactly the largest
+ *     request that can ever succeed.
+ *
+ * The allocator never repairs itself: when a lock holder dies mid-operation
+ * (the table's `dirty` flag), the next locker drops every entry and calls
+ * reset, which rebuilds the lists from nothing.  fc_shm_heap_check walks
+ * the arena and the lists and verifies all of the above.
  *
  * Creation is serialised with flock() on the file; the creator fills the
  * header and sets `ready` last, so a creator that died half way is noticed
@@ -25,8 +62,9 @@
 
 #include "fc_table.h"
 
-#define FC_SHM_LAYOUT 1
-#define FC_SHM_CLASSES 192
+#define FC_SHM_LAYOUT 2
+#define FC_SHM_CLASSES 496 /* 64 exact, then 8 per power of two up to 2^64 */
+#define FC_SHM_MAPWORDS ((FC_SHM_CLASSES + 63) / 64)
 #define FC_SHM_MIN_BYTES (1u << 20)
 
 typedef struct fc_shm_header {
@@ -39,8 +77,8 @@ typedef struct fc_shm_header {
     fc_off buckets;
     uint64_t nbuckets;
     fc_off arena_start, arena_end;
-    fc_off top;
     uint64_t pad_[4];
+    uint64_t free_map[FC_SHM_MAPWORDS]; /* bit c: free_heads[c] != 0 */
     fc_off free_heads[FC_SHM_CLASSES];
 } fc_shm_header;
 
@@ -56,5 +94,16 @@ typedef struct fc_shm {
 int fc_shm_open(fc_shm *s, fc_mem *mem, fc_table *t, const char *path, uint64_t max_bytes,
                 char *err, size_t errlen);
 void fc_shm_close(fc_shm *s);
+
+/* Allocator walk, for tests and debugging (the table lock must be held, or
+ * the segment private to the caller).  0 when every block and free list is
+ * consistent (and then *st, when not NULL, is filled), else a negative
+ * number naming the first broken rule (see fc_shm.c). */
+typedef struct fc_shm_heap_stats {
+    uint64_t arena;       /* bytes from the first block to the sentinel */
+    uint64_t used_blocks, used_bytes;
+    uint64_t free_blocks, free_bytes, largest_free;
+} fc_shm_heap_stats;
+int fc_shm_heap_check(const fc_mem *mem, fc_shm_heap_stats *st);
 
 #endif /* FC_SHM_H */

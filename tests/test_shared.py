@@ -927,17 +927,6 @@ def test_mixed_sizes_beyond_max_bytes_never_error_and_evict_oldest_first(shm):
     assert c._fc.store.check() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SURPRISE (fc_shm.c allocator + entry_alloc): freed blocks only serve "
-        "their own size class and are never coalesced, so under mixed value "
-        "sizes a set evicts LRU entries until a block of its class frees up, "
-        "often until the table is empty and the arena is reset: a 1 MiB cache "
-        "of 100-30000 byte values holds ~40% of MAX_BYTES on average and at "
-        "times under 1 KB (4000 sets -> ~3980 evictions)"
-    ),
-)
 def test_mixed_sizes_keep_most_of_max_bytes_in_use(shm):
     c = shm.cache(shm.loc(), MAX_ENTRIES=100_000)
     rnd = random.Random(1)
