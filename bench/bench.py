@@ -530,6 +530,30 @@ def run_mix(a: Backend, b: Backend, cfg: Config) -> list[Row]:
     ]
 
 
+def run_stats(a: Backend, b: Backend, cfg: Config) -> list[Row]:
+    """What the always-on counters cost B: the same calls on two B tables,
+    one with this process's counting switched off.  Column A = counters off,
+    column B = counters on, so the ratio is time(off) / time(on)."""
+    on, off = b.make("-stats-on"), b.make("-stats-off")
+    store = getattr(getattr(off, "_fc", None), "store", None)
+    if store is None or not hasattr(store, "_count"):
+        return []  # not a fastcache backend: nothing to measure
+    store._count(False)
+    try:
+        rounds = dataclasses.replace(cfg, rounds=cfg.rounds * 2)
+        rows = []
+        for title, work in (("get hit str", w_get(STR_VALUE)), ("get miss", w_get_miss),
+                            ("set str (overwrite)", w_set(STR_VALUE))):
+            r_off, r_on = measure([work(off), work(on)], rounds)
+            row = pair_row("stats", f"  counters off/on (B): {title}", 0.98,
+                           r_off, r_on)
+            row.target_label = ">=0.98x (<=2%)"
+            rows.append(row)
+        return rows
+    finally:
+        store._count(True)
+
+
 # Memory -------------------------------------------------------------------
 
 
@@ -624,6 +648,9 @@ CASES: list[Case] = [
          "(both cull 100 entries about every 101st set)"),
     Case("mix", run_mix,
          "90/10 get/set over 200 keys, 1 thread and 2 threads; thread scaling"),
+    Case("stats", run_stats,
+         "cost of the always-on stats() counters: B's get hit, get miss and set "
+         "with its counters switched off vs on (time off / time on >= 0.98)"),
     Case("memory", run_memory,
          "RSS growth per entry filling 100k entries, fresh subprocess each"),
 ]

@@ -645,6 +645,17 @@ static PyObject *store_reset_stats(StoreObject *self, PyObject *Py_UNUSED(ignore
     Py_RETURN_NONE;
 }
 
+/* _count(flag): whether this process counts hits, misses... in this table
+ * (on by default; the benchmark switches it off to measure the counters). */
+static PyObject *store_count(StoreObject *self, PyObject *flag)
+{
+    int on = PyObject_IsTrue(flag);
+    if (on < 0)
+        return NULL;
+    self->table.stats_off = !on;
+    Py_RETURN_NONE;
+}
+
 static PyObject *store_check(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
     int took = view_lock(self);
@@ -670,6 +681,7 @@ static PyMethodDef store_methods[] = {
      "Run the table invariant checker; 0 when consistent."},
     {"shared", (PyCFunction)(void (*)(void))store_shared, METH_FASTCALL | METH_CLASS,
      "shared(path, max_bytes): the table in a shared memory segment."},
+    {"_count", (PyCFunction)store_count, METH_O, "Switch this process's counters on or off."},
     {"_fork_acquire", (PyCFunction)store_fork_acquire, METH_NOARGS, NULL},
     {"_fork_release", (PyCFunction)store_fork_release, METH_NOARGS, NULL},
     {"_fork_reinit", (PyCFunction)store_fork_reinit, METH_NOARGS, NULL},

@@ -123,6 +123,7 @@ typedef struct fc_header {
 typedef struct fc_table {
     fc_mem *mem;
     fc_header *h;
+    int stats_off; /* this process does not count (for measuring their cost) */
 } fc_table;
 
 /* Results of table operations. */

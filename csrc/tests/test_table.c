@@ -1717,7 +1717,7 @@ static void test_offsets(void)
         memcpy(copy, (void *)mem.base, size);
         fc_mem mem2 = mem;
         mem2.base = (uintptr_t)copy;
-        fc_table t2 = {&mem2, FC_PTR(&mem2, FC_OFF(&mem, t.h))};
+        fc_table t2 = {&mem2, FC_PTR(&mem2, FC_OFF(&mem, t.h)), 0};
         CHECK_TABLE(&t2);
         order_str(&t2, after, sizeof after);
         CHECK(strcmp(before, after) == 0);
