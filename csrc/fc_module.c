@@ -1717,38 +1717,37 @@ static PyObject *handle_make_key(HandleObject *self, PyObject *const *args, Py_s
 
 /* ---- attributes ---- */
 
-static int set_prefix(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
+/* A "%s" part fixed at assignment (KEY_PREFIX, VERSION): keeps the object,
+ * str(object) in UTF-8, its length in code points, and whether it holds a
+ * character memcached rejects. */
+static int set_text_part(PyObject *value, const char *name, PyObject **obj, PyObject **bytes,
+                         Py_ssize_t *cp, int *ctl)
 {
     if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete key_prefix");
+        PyErr_Format(PyExc_AttributeError, "cannot delete %s", name);
         return -1;
     }
-    Py_ssize_t cp;
-    PyObject *b = str_bytes(value, &cp);
+    Py_ssize_t n;
+    PyObject *b = str_bytes(value, &n);
     if (b == NULL)
         return -1;
-    Py_XSETREF(self->prefix_bytes, b);
-    self->prefix_cp = cp;
-    self->prefix_ctl = has_ctl(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
-    Py_XSETREF(self->key_prefix, Py_NewRef(value));
+    Py_XSETREF(*bytes, b);
+    *cp = n;
+    *ctl = has_ctl(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    Py_XSETREF(*obj, Py_NewRef(value));
     return 0;
+}
+
+static int set_prefix(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    return set_text_part(value, "key_prefix", &self->key_prefix, &self->prefix_bytes,
+                         &self->prefix_cp, &self->prefix_ctl);
 }
 
 static int set_version(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
 {
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete version");
-        return -1;
-    }
-    Py_ssize_t cp;
-    PyObject *b = str_bytes(value, &cp);
-    if (b == NULL)
-        return -1;
-    Py_XSETREF(self->version_bytes, b);
-    self->version_cp = cp;
-    self->version_ctl = has_ctl(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
-    Py_XSETREF(self->version, Py_NewRef(value));
-    return 0;
+    return set_text_part(value, "version", &self->version, &self->version_bytes,
+                         &self->version_cp, &self->version_ctl);
 }
 
 static int set_default_timeout(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))

@@ -618,6 +618,22 @@ static int mutex_init(fc_header *h)
     return rc;
 }
 
+/* The rest of a new table's header (its lock is set up already); the magic
+ * goes in last, so a half-made shared table never looks like one. */
+static void attach_new(fc_table *t, fc_mem *mem, fc_header *h, fc_off buckets,
+                       uint64_t nbuckets, uint64_t seed0, uint64_t seed1)
+{
+    h->buckets = buckets;
+    h->nbuckets = nbuckets;
+    h->seed[0] = seed0;
+    h->seed[1] = seed1;
+    t->mem = mem;
+    t->h = h;
+    t->stats_off = 0;
+    h->root.prev = h->root.next = root_off(t);
+    h->magic = FC_MAGIC;
+}
+
 int fc_table_init(fc_table *t, fc_mem *mem, int shared, uint64_t seed0, uint64_t seed1)
 {
     fc_off ho = mem->alloc(mem, sizeof(fc_header));
@@ -637,15 +653,7 @@ int fc_table_init(fc_table *t, fc_mem *mem, int shared, uint64_t seed0, uint64_t
         mem->free(mem, ho, sizeof(fc_header));
         return FC_ELOCK;
     }
-    h->magic = FC_MAGIC;
-    h->buckets = bo;
-    h->nbuckets = FC_MIN_BUCKETS;
-    h->seed[0] = seed0;
-    h->seed[1] = seed1;
-    t->mem = mem;
-    t->h = h;
-    t->stats_off = 0;
-    h->root.prev = h->root.next = root_off(t);
+    attach_new(t, mem, h, bo, FC_MIN_BUCKETS, seed0, seed1);
     return FC_OK;
 }
 
@@ -719,15 +727,7 @@ int fc_table_init_at(fc_table *t, fc_mem *mem, fc_off hdr, fc_off buckets, uint6
     h->shared = 1;
     if (mutex_init(h) != 0)
         return FC_ELOCK;
-    h->buckets = buckets;
-    h->nbuckets = nbuckets;
-    h->seed[0] = seed0;
-    h->seed[1] = seed1;
-    t->mem = mem;
-    t->h = h;
-    t->stats_off = 0;
-    h->root.prev = h->root.next = root_off(t);
-    h->magic = FC_MAGIC;
+    attach_new(t, mem, h, buckets, nbuckets, seed0, seed1);
     return FC_OK;
 }
 
