@@ -182,13 +182,15 @@ static inline void cpu_relax(void)
  * running without the GIL, is about to release it); only then does it
  * sleep in the kernel, with the GIL released so that the holder (which may
  * need the GIL back) and every other thread can go on. */
-#define LOCK_SPINS 100
+#define LOCK_SPINS 2000
 static int store_lock(StoreObject *s)
 {
+    if (fc_table_trylock(&s->table) == FC_OK)
+        return 0;
     for (int i = 0; i < LOCK_SPINS; i++) {
-        if (fc_table_trylock(&s->table) == FC_OK)
-            return 0;
         cpu_relax();
+        if (!fc_table_lock_busy(&s->table) && fc_table_trylock(&s->table) == FC_OK)
+            return 0;
     }
     int rc;
     Py_BEGIN_ALLOW_THREADS

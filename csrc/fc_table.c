@@ -686,7 +686,7 @@ static int locked(fc_table *t, int rc)
     if (rc != 0)
         return FC_ELOCK;
     if (t->h->shared)
-        t->h->dirty = 1;
+        __atomic_store_n(&t->h->dirty, 1, __ATOMIC_RELAXED);
     return FC_OK;
 }
 
@@ -707,7 +707,7 @@ int fc_table_timedlock(fc_table *t, const struct timespec *until)
 
 void fc_table_unlock(fc_table *t)
 {
-    t->h->dirty = 0;
+    __atomic_store_n(&t->h->dirty, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&t->h->lock);
 }
 

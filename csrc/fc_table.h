@@ -178,6 +178,15 @@ int fc_table_timedlock(fc_table *t, const struct timespec *until); /* CLOCK_REAL
 void fc_table_unlock(fc_table *t);
 int fc_table_reinit_lock(fc_table *t);
 
+/* A hint for waiters: 1 when a shared table's lock looks held (its dirty
+ * mark is set).  Reading it shares the lock's cache line instead of taking
+ * it from the holder, as a failed trylock would; a waiter spins on this and
+ * tries the lock only when it looks free.  Always 0 for private tables. */
+static inline int fc_table_lock_busy(const fc_table *t)
+{
+    return t->h->shared && __atomic_load_n(&t->h->dirty, __ATOMIC_RELAXED) != 0;
+}
+
 static inline const char *fc_entry_key(const fc_entry *e) { return e->data; }
 static inline const char *fc_entry_value(const fc_entry *e) { return e->data + e->klen; }
 
