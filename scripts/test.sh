@@ -8,6 +8,8 @@
 #   pytest     our test suite
 #   Django     Django's own cache test suite with LocMemCache replaced by FastCache, then
 #              by SharedMemoryCache
+#   wheels     scripts/wheels.sh: sdist, a manylinux wheel per CPython found (3.11-3.13),
+#              each installed into a fresh venv and used
 #   sanitize   a second venv with an ASan+UBSan build, pytest and the Django suite again
 #
 # Environment:
@@ -165,6 +167,7 @@ stage "setup: venv + build" setup
 stage "C table tests" c_tests
 stage "pytest" run_pytest "$VENV/bin/python"
 stage "Django cache suite" run_django_suite "$VENV/bin/python"
+stage "wheels: sdist, manylinux wheels, install check" bash scripts/wheels.sh
 if [ "$SKIP_SANITIZE" = "1" ]; then
     echo
     echo "WARNING: FASTCACHE_SKIP_SANITIZE=1: sanitizer stage skipped" >&2
