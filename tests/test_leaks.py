@@ -118,8 +118,10 @@ print("rss_growth_kib", after - before)
         env={"DJANGO_FASTCACHE_SHM_DIR": str(tmp_path)},
     )
     growth = int(out.split("rss_growth_kib")[1].split()[0])
-    # A leak of even 8 bytes per call would be over 10 MiB here.
-    assert growth < 2048, out
+    # A leak of even 8 bytes per call would be over 10 MiB here.  The bound
+    # leaves room for allocator noise: under ASan (test.sh's sanitize stage)
+    # freed blocks sit in a quarantine and growth of ~2 MiB was seen.
+    assert growth < 4096, out
 
 
 def test_no_python_object_leaks():
