@@ -1130,12 +1130,30 @@ static PyObject *handle_get(HandleObject *self, PyObject *const *args, Py_ssize_
     double now;
     if (make_key(self, args[0], args[2], &mk) < 0)
         return NULL;
-    if (get_now(st, &now) < 0 || handle_lock(self) < 0) {
+    if (get_now(st, &now) < 0) {
         made_key_release(&mk);
         return NULL;
     }
     fc_key k = fkey(&mk);
     copied c;
+    if (self->store->shared) {
+        int vt;
+        size_t n;
+        int rc = fc_get_optimistic(TBL(self), &k, now, c.small, sizeof c.small, &vt, &n, &c.gen);
+        if (rc != FC_ELOCK) {
+            made_key_release(&mk);
+            if (rc == FC_MISS)
+                return Py_NewRef(args[1]);
+            c.p = c.small;
+            c.vtype = vt;
+            c.n = n;
+            return decode_copied(st, &c);
+        }
+    }
+    if (handle_lock(self) < 0) {
+        made_key_release(&mk);
+        return NULL;
+    }
     fc_entry *e = fc_get_lock_held(TBL(self), &k, now, 1);
     int oom = e != NULL && copy_out(&c, e) < 0;
     handle_unlock(self);

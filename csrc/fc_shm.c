@@ -297,6 +297,8 @@ static void mem_init(fc_mem *mem, void *base)
      * larger, and an empty arena (one block of arena - 16 bytes, payload 8
      * less) always has room for it. */
     mem->max_block = (size_t)((h->arena_end - h->arena_start) / 5 * 4);
+    mem->lo = h->arena_start;
+    mem->hi = h->arena_end;
     mem->ctx = NULL;
 }
 

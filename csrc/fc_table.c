@@ -53,6 +53,7 @@ void fc_mem_heap_init(fc_mem *mem)
     mem->free = heap_free;
     mem->reset = NULL;
     mem->max_block = SIZE_MAX;
+    mem->lo = mem->hi = 0;
     mem->ctx = NULL;
 }
 
@@ -539,6 +540,73 @@ int fc_foreach_lock_held(const fc_table *t, int (*fn)(const fc_entry *e, void *a
 }
 
 /* ------------------------------------------------------------------------ */
+/* Reads without the lock (shared tables)                                   */
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define OPT_TRIES 4
+#define OPT_CHAIN 64
+
+/* One attempt: 1 hit, 0 miss, -1 undecided.  Everything read may be torn
+ * by a concurrent writer; every offset is bounds-checked before use, and
+ * the caller validates the result with seq. */
+static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf, size_t bufcap,
+                      int *vtype, size_t *vlen, uint64_t *gen)
+{
+    const fc_mem *m = t->mem;
+    const fc_off *b = FC_PTR(m, t->h->buckets);
+    fc_off eo = LOAD(&b[k->hash & (t->h->nbuckets - 1)]);
+    for (int steps = 0; eo; steps++) {
+        if (steps == OPT_CHAIN || eo < m->lo || eo > m->hi - sizeof(fc_entry))
+            return -1;
+        const fc_entry *e = ENT(t, eo);
+        uint64_t hash = LOAD(&e->hash);
+        uint32_t klen = LOAD(&e->klen);
+        if (hash == k->hash && klen == k->n) {
+            uint32_t n = LOAD(&e->vlen);
+            if ((uint64_t)klen + n > m->hi - eo - sizeof(fc_entry))
+                return -1;
+            if (k->n && memcmp(e->data, k->p, k->n) != 0)
+                goto next;
+            double expires;
+            __atomic_load(&e->expires, &expires, __ATOMIC_RELAXED);
+            if (!LOAD(&e->never) && expires <= now)
+                return -1;
+            if (n > bufcap)
+                return -1;
+            if (n)
+                memcpy(buf, e->data + klen, n);
+            *vtype = LOAD(&e->vtype);
+            *vlen = n;
+            *gen = LOAD(&e->gen);
+            return 1;
+        }
+    next:
+        eo = LOAD(&e->hnext);
+    }
+    return 0;
+}
+
+int fc_get_optimistic(fc_table *t, const fc_key *k, double now, char *buf, size_t bufcap,
+                      int *vtype, size_t *vlen, uint64_t *gen)
+{
+    if (!t->h->shared)
+        return FC_ELOCK;
+    for (int i = 0; i < OPT_TRIES; i++) {
+        uint64_t s1 = __atomic_load_n(&t->h->seq, __ATOMIC_ACQUIRE);
+        if (s1 & 1)
+            continue;
+        int r = opt_lookup(t, k, now, buf, bufcap, vtype, vlen, gen);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&t->h->seq, __ATOMIC_RELAXED) != s1)
+            continue;
+        if (r < 0)
+            return FC_ELOCK;
+        return r ? FC_OK : FC_MISS;
+    }
+    return FC_ELOCK;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Invariant checker                                                        */
 
 int fc_table_check(const fc_table *t)
@@ -696,8 +764,13 @@ static int locked(fc_table *t, int rc)
     }
     if (rc != 0)
         return FC_ELOCK;
-    if (t->h->shared)
+    if (t->h->shared) {
         __atomic_store_n(&t->h->dirty, 1, __ATOMIC_RELAXED);
+        /* Odd (also after a holder that died with it odd), and ordered
+         * before anything this holder writes. */
+        __atomic_store_n(&t->h->seq, (t->h->seq + 1) | 1, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    }
     return FC_OK;
 }
 
@@ -718,6 +791,8 @@ int fc_table_timedlock(fc_table *t, const struct timespec *until)
 
 void fc_table_unlock(fc_table *t)
 {
+    if (t->h->shared)
+        __atomic_store_n(&t->h->seq, t->h->seq + 1, __ATOMIC_RELEASE);
     __atomic_store_n(&t->h->dirty, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&t->h->lock);
 }

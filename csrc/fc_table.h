@@ -58,6 +58,9 @@ typedef struct fc_mem {
     /* Optional: the largest block alloc could ever return, for refusing a
      * value that can never fit before evicting anything for it. */
     size_t max_block;
+    /* Shared segments: every entry lies within [lo, hi); a reader without
+     * the lock checks each offset it follows against these. */
+    fc_off lo, hi;
     void *ctx;
 } fc_mem;
 
@@ -110,6 +113,12 @@ typedef struct fc_header {
                               entries evicted (LRU) when memory runs out */
     uint32_t dirty;        /* 1 while a lock holder may be mid-write */
     pthread_mutex_t lock;
+    /* Shared tables: odd while a lock holder may be changing anything
+     * (bumped on taking and on releasing the lock), for readers without the
+     * lock.  Alone on its cache line: writers' lock traffic stays off it. */
+    char pad0_[64];
+    uint64_t seq;
+    char pad1_[56];
     fc_link root;       /* LRU sentinel */
     fc_off buckets;     /* fc_off[nbuckets] */
     uint64_t nbuckets;  /* power of two */
@@ -195,6 +204,15 @@ static inline const char *fc_entry_value(const fc_entry *e) { return e->data + e
  * (has_key).  The returned entry stays valid until the lock is released or
  * the table is next modified. */
 fc_entry *fc_get_lock_held(fc_table *t, const fc_key *k, double now, int lru);
+
+/* A get without the lock (shared tables): looks k up and copies its value
+ * into buf, validating with the seq counter that no lock holder changed
+ * anything meanwhile.  FC_OK: a live hit, with vtype, vlen and gen filled (the
+ * value in buf).  FC_MISS: no such key.  FC_ELOCK: not decided without the
+ * lock (a writer kept the table busy, the entry has expired, or its value
+ * is larger than bufcap): take the lock and do it the usual way. */
+int fc_get_optimistic(fc_table *t, const fc_key *k, double now, char *buf, size_t bufcap,
+                      int *vtype, size_t *vlen, uint64_t *gen);
 
 /* Find an entry whether or not it has expired; no side effects. */
 fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k);
