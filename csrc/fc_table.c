@@ -148,6 +148,109 @@ static void lru_move_front(fc_table *t, fc_entry *e)
     lru_push_front(t, e);
 }
 
+static size_t entry_size(uint32_t cap) { return sizeof(fc_entry) + cap; }
+
+/* A use of e (get, set, incr): it becomes the most recently used.  A
+ * private table moves it now; a shared one stamps it and queues it for the
+ * next drain (see fc_table.h), writing only e and the header. */
+static void lru_use(fc_table *t, fc_entry *e)
+{
+    fc_header *h = t->h;
+    if (!h->shared) {
+        lru_move_front(t, e);
+        return;
+    }
+    e->stamp = ++h->clock;
+    if (!e->queued) {
+        e->queued = 1;
+        e->qnext = h->queue;
+        h->queue = ent_off(t, e);
+    }
+}
+
+/* Merges two qnext-linked lists ascending by stamp. */
+static fc_off merge_by_stamp(fc_table *t, fc_off a, fc_off b)
+{
+    fc_off head = 0, *tail = &head;
+    while (a && b) {
+        fc_entry *ea = ENT(t, a), *eb = ENT(t, b);
+        if (ea->stamp < eb->stamp) {
+            *tail = a;
+            tail = &ea->qnext;
+            a = ea->qnext;
+        }
+        else {
+            *tail = b;
+            tail = &eb->qnext;
+            b = eb->qnext;
+        }
+    }
+    *tail = a ? a : b;
+    return head;
+}
+
+/* Sorts a qnext-linked list ascending by stamp: a bottom-up merge sort of
+ * its ascending runs (so a list already in order costs one pass), with no
+ * memory but a fixed array of partial results. */
+static fc_off sort_by_stamp(fc_table *t, fc_off list)
+{
+    fc_off bins[64] = {0};
+    while (list) {
+        fc_off run = list;
+        fc_entry *e = ENT(t, list);
+        while (e->qnext && ENT(t, e->qnext)->stamp > e->stamp)
+            e = ENT(t, e->qnext);
+        list = e->qnext;
+        e->qnext = 0;
+        int i = 0;
+        for (; i < 63 && bins[i]; i++) {
+            run = merge_by_stamp(t, bins[i], run);
+            bins[i] = 0;
+        }
+        bins[i] = merge_by_stamp(t, bins[i], run);
+    }
+    fc_off out = 0;
+    for (int i = 0; i < 64; i++)
+        out = merge_by_stamp(t, bins[i], out);
+    return out;
+}
+
+/* Empties the access queue: frees its zombies and returns its live entries
+ * (no longer marked queued) linked through qnext, the first queued first. */
+static fc_off unqueue(fc_table *t)
+{
+    fc_off live = 0;
+    for (fc_off eo = t->h->queue; eo;) {
+        fc_entry *e = ENT(t, eo);
+        fc_off next = e->qnext;
+        if (e->zombie) {
+            t->mem->free(t->mem, eo, entry_size(e->cap));
+        }
+        else {
+            e->queued = 0;
+            e->qnext = live;
+            live = eo;
+        }
+        eo = next;
+    }
+    t->h->queue = 0;
+    return live;
+}
+
+/* Brings the LRU list up to date: the queued entries, in the order of their
+ * last use, each moved to the most-recent end. */
+static void drain_queue(fc_table *t)
+{
+    if (!t->h->queue)
+        return;
+    for (fc_off eo = sort_by_stamp(t, unqueue(t)); eo;) {
+        fc_entry *e = ENT(t, eo);
+        eo = e->qnext;
+        e->qnext = 0;
+        lru_move_front(t, e);
+    }
+}
+
 static int key_eq(const fc_entry *e, const fc_key *k)
 {
     return e->hash == k->hash && e->klen == k->n && (k->n == 0 || memcmp(e->data, k->p, k->n) == 0);
@@ -178,16 +281,18 @@ static fc_off *slot_of(const fc_table *t, const fc_entry *e)
     return slot;
 }
 
-static size_t entry_size(uint32_t cap) { return sizeof(fc_entry) + cap; }
-
-/* Unlinks e from both structures and frees it. */
+/* Unlinks e from both structures and frees it (at the next drain when it
+ * is on the access queue). */
 static void entry_remove(fc_table *t, fc_off *slot, fc_entry *e)
 {
     *slot = e->hnext;
     lru_unlink(t, e);
     t->h->count--;
     t->h->bytes -= (uint64_t)e->klen + e->vlen;
-    t->mem->free(t->mem, ent_off(t, e), entry_size(e->cap));
+    if (e->queued)
+        e->zombie = 1;
+    else
+        t->mem->free(t->mem, ent_off(t, e), entry_size(e->cap));
 }
 
 /* Doubles the bucket array when the load passes 1.  Failing to allocate is
@@ -226,12 +331,15 @@ static void link_new(fc_table *t, fc_entry *e)
     e->hnext = *slot;
     *slot = ent_off(t, e);
     lru_push_front(t, e);
+    if (t->h->shared)
+        lru_use(t, e); /* queued entries were used before it */
     t->h->count++;
     t->h->bytes += (uint64_t)e->klen + e->vlen;
 }
 
 static void free_all_entries(fc_table *t)
 {
+    unqueue(t);
     fc_off ro = root_off(t);
     fc_off eo = t->h->root.next;
     while (eo != ro) {
@@ -258,6 +366,8 @@ static void cull(fc_table *t, int64_t cull_frequency)
     if (cull_frequency < 0)
         return;
     uint64_t n = t->h->count / (uint64_t)cull_frequency;
+    if (n)
+        drain_queue(t);
     fc_off ro = root_off(t);
     while (n-- && t->h->root.prev != ro) {
         fc_entry *e = ENT(t, t->h->root.prev);
@@ -271,6 +381,7 @@ static void reset_all(fc_table *t)
 {
     fc_header *h = t->h;
     h->root.next = h->root.prev = root_off(t);
+    h->queue = 0; /* zombies go with the memory */
     memset(FC_PTR(t->mem, h->buckets), 0, h->nbuckets * sizeof(fc_off));
     h->count = 0;
     h->bytes = 0;
@@ -291,6 +402,11 @@ static fc_off entry_alloc(fc_table *t, size_t size, const fc_entry *keep, int *r
         fc_off eo = t->mem->alloc(t->mem, size);
         if (eo || !t->h->shared)
             return eo;
+        if (t->h->queue) {
+            /* Free the zombies, and put the victims in order. */
+            drain_queue(t);
+            continue;
+        }
         fc_off ro = root_off(t), victim = t->h->root.prev;
         if (victim != ro && ENT(t, victim) == keep)
             victim = ENT(t, victim)->lru.prev;
@@ -377,7 +493,7 @@ fc_entry *fc_get_lock_held(fc_table *t, const fc_key *k, double now, int lru)
         return NULL;
     }
     if (lru)
-        lru_move_front(t, e);
+        lru_use(t, e);
     STAT(t, hits);
     return e;
 }
@@ -393,7 +509,7 @@ int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, siz
     if (e != NULL && !will_cull && fits(e, vlen)) {
         /* Overwrite in place: LocMemCache's dict assignment + move_to_end. */
         write_value(t, e, vtype, v, vlen);
-        lru_move_front(t, e);
+        lru_use(t, e);
     }
     else {
         int rc;
@@ -467,7 +583,7 @@ int fc_incr_lock_held(fc_table *t, const fc_key *k, int64_t delta, double now,
         return FC_NOTINT;
     memcpy(e->data + e->klen, &sum, sizeof sum);
     e->gen = ++t->h->gen;
-    lru_move_front(t, e);
+    lru_use(t, e);
     *result = sum;
     FC_ASSERT_CONSISTENT(t);
     return FC_OK;
@@ -484,7 +600,7 @@ int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype,
         return FC_CHANGED;
     if (fits(e, vlen)) {
         write_value(t, e, vtype, v, vlen);
-        lru_move_front(t, e);
+        lru_use(t, e);
     }
     else {
         int rc;
@@ -526,8 +642,9 @@ void fc_clear_lock_held(fc_table *t)
     FC_ASSERT_CONSISTENT(t);
 }
 
-int fc_foreach_lock_held(const fc_table *t, int (*fn)(const fc_entry *e, void *arg), void *arg)
+int fc_foreach_lock_held(fc_table *t, int (*fn)(const fc_entry *e, void *arg), void *arg)
 {
+    drain_queue(t);
     fc_off ro = root_off(t);
     for (fc_off eo = t->h->root.next; eo != ro;) {
         const fc_entry *e = ENT(t, eo);
@@ -613,7 +730,7 @@ int fc_table_check(const fc_table *t)
 {
     const fc_header *h = t->h;
     fc_off ro = root_off(t);
-    uint64_t n = 0, bytes = 0;
+    uint64_t n = 0, bytes = 0, queued = 0;
 
     if (h->magic != FC_MAGIC)
         return -1; /* not a table */
@@ -633,6 +750,9 @@ int fc_table_check(const fc_table *t)
         fc_key k = {e->data, e->klen, e->hash};
         if (find(t, &k, NULL) != e)
             return -6; /* not indexed, or a duplicate key */
+        if (e->zombie)
+            return -13; /* a removed entry still listed */
+        queued += e->queued;
         prev = eo;
         eo = e->lru.next;
     }
@@ -654,6 +774,38 @@ int fc_table_check(const fc_table *t)
     }
     if (indexed != h->count)
         return -12; /* index holds fewer than count */
+    if (!h->shared && (h->queue || queued))
+        return -14; /* a private table queues nothing */
+    /* The access queue: no cycle (the hare moves two steps to the
+     * tortoise's one), every node marked queued, live ones indexed and with
+     * a stamp the clock has given, removed ones indexed no more. */
+    uint64_t live = 0;
+    fc_off slow = h->queue;
+    for (fc_off eo = h->queue, step = 0; eo; step++) {
+        const fc_entry *e = ENT(t, eo);
+        if (!e->queued)
+            return -15; /* on the queue but not marked queued */
+        fc_key k = {e->data, e->klen, e->hash};
+        if (e->zombie) {
+            if (find(t, &k, NULL) == e)
+                return -16; /* a removed entry still indexed */
+        }
+        else {
+            if (find(t, &k, NULL) != e)
+                return -17; /* a queued entry that is not in the table */
+            if (e->stamp == 0 || e->stamp > h->clock)
+                return -18; /* stamp not from the clock */
+            live++;
+        }
+        eo = e->qnext;
+        if (step & 1) {
+            slow = ENT(t, slow)->qnext;
+            if (slow == eo && eo)
+                return -19; /* the queue is cyclic */
+        }
+    }
+    if (live != queued)
+        return -20; /* entries marked queued that are not on the queue */
     return 0;
 }
 

@@ -19,6 +19,19 @@
  *     root.prev the least, exactly the order of LocMemCache's OrderedDict
  *     (which keeps its most recent entry first).
  *
+ * A shared table orders its LRU list lazily, so that processes reading at
+ * once do not all write the same few list nodes (the root and the most
+ * recent entries) on every hit, which convoys them on those cache lines.
+ * A use of an entry only stamps it with the next value of an access clock
+ * and, the first time since the list was last ordered, pushes it on a
+ * singly linked access queue.  Before anything reads the LRU order
+ * (culling, eviction, iteration) the queue is drained: its entries, sorted
+ * by stamp, are moved to the most-recent end one by one, which is exactly
+ * the list that moving each at its use would have built (entries not on the
+ * queue were all used before any queued one).  An entry removed while
+ * queued is unlinked from the index and the list at once but freed only at
+ * the drain (a "zombie"), so the queue never points at freed memory.
+ *
  * Time is never read here: every operation that checks expiry takes `now`
  * (seconds since the epoch, as time.time()), which keeps the table
  * deterministic under test.
@@ -34,6 +47,8 @@
  *   - every entry is on the LRU list exactly once and in the bucket its hash
  *     selects exactly once; the list and the index hold `count` entries;
  *   - `bytes` is the sum of key and value lengths of all entries;
+ *   - the access queue holds each queued entry once, live or zombie; every
+ *     entry marked queued is on it, and zombies are on nothing else;
  *   - no two entries have the same key.
  */
 #ifndef FC_TABLE_H
@@ -99,7 +114,10 @@ typedef struct fc_entry {
     uint32_t cap;     /* bytes available after the header */
     uint8_t vtype;
     uint8_t never;    /* 1: no expiry (timeout None) */
-    uint8_t pad_[2];
+    uint8_t queued;   /* on the table's access queue (shared tables) */
+    uint8_t zombie;   /* removed, freed when the queue is next drained */
+    uint64_t stamp;   /* access clock value of the last use (shared tables) */
+    fc_off qnext;     /* next on the access queue */
     char data[];      /* key bytes, then value bytes */
 } fc_entry;
 
@@ -113,6 +131,8 @@ typedef struct fc_header {
                               entries evicted (LRU) when memory runs out */
     uint32_t dirty;        /* 1 while a lock holder may be mid-write */
     pthread_mutex_t lock;
+    uint64_t clock;     /* access clock (shared tables) */
+    fc_off queue;       /* entries used since the LRU list was last ordered */
     /* Shared tables: odd while a lock holder may be changing anything
      * (bumped on taking and on releasing the lock), for readers without the
      * lock.  Alone on its cache line: writers' lock traffic stays off it. */
@@ -256,8 +276,9 @@ int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype,
 
 void fc_clear_lock_held(fc_table *t);
 
-/* Entries from the most recent: calls fn for each until it returns non-zero. */
-int fc_foreach_lock_held(const fc_table *t, int (*fn)(const fc_entry *e, void *arg), void *arg);
+/* Entries from the most recent: calls fn for each until it returns non-zero
+ * (orders the LRU list first, hence not const). */
+int fc_foreach_lock_held(fc_table *t, int (*fn)(const fc_entry *e, void *arg), void *arg);
 
 /* Walks the whole table and checks the invariants above.  0 when they hold,
  * else a negative number naming the first broken one (see fc_table.c). */

@@ -250,7 +250,9 @@ static int cmp_cb(const fc_entry *e, void *arg)
     return 0;
 }
 
-static void verify(const fc_table *t, const model *m, int hmode)
+/* full=0 skips the in-order comparison: walking the LRU list drains a
+ * shared table's access queue, which must also be exercised long. */
+static void verify(fc_table *t, const model *m, int hmode, int full)
 {
     int rc = fc_table_check(t);
     if (rc != 0) {
@@ -263,9 +265,11 @@ static void verify(const fc_table *t, const model *m, int hmode)
     for (int i = 0; i < m->n; i++)
         bytes += g_klen[m->e[i].key] + m->e[i].vlen;
     REQUIRE(t->h->bytes == bytes);
-    struct cmp c = {m, 0};
-    fc_foreach_lock_held(t, cmp_cb, &c);
-    REQUIRE(c.i == m->n);
+    if (full) {
+        struct cmp c = {m, 0};
+        fc_foreach_lock_held(t, cmp_cb, &c);
+        REQUIRE(c.i == m->n);
+    }
     /* no key the model lacks (deleted, culled, expired and removed) is
      * reachable */
     for (int k = 0; k < NKEYS; k++) {
@@ -391,7 +395,7 @@ static void run_stream(const uint8_t *data, size_t size)
     REQUIRE(fc_table_init(&t, &mem, shared, u64(&r), u64(&r)) == FC_OK);
     TRACE("init shared=%d hmode=%d keyspace=%d max_entries=%lld cull=%lld", shared, hmode,
           keyspace, (long long)def_me, (long long)def_cf);
-    verify(&t, &m, hmode);
+    verify(&t, &m, hmode, 1);
 
     while (r.i < r.n) {
         g_opno++;
@@ -601,7 +605,7 @@ static void run_stream(const uint8_t *data, size_t size)
             if (rc == FC_ENOMEM)
                 memcpy(&m, &saved, sizeof m); /* nothing may have changed */
         }
-        verify(&t, &m, hmode);
+        verify(&t, &m, hmode, !shared || g_opno % 7 == 0);
         fc_table_unlock(&t);
         REQUIRE(t.h->dirty == 0);
     }
