@@ -29,6 +29,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -166,7 +167,30 @@ typedef struct {
      * holding thread may still read the views. */
     long py_locks;
     unsigned long py_holder;
+    /* A shared store's ring for gets without the lock (fc_table.h): its
+     * index, RING_NONE before it is claimed, RING_BUSY while every ring is
+     * taken (retried every RING_RETRY gets).  Claimed in this process:
+     * ring_forks is the fork count then, so a forked child claims its own. */
+    int ring;
+    unsigned ring_retry;
+    unsigned long ring_forks;
 } StoreObject;
+
+#define RING_NONE (-1)
+#define RING_BUSY (-2)
+#define RING_RETRY 4096
+
+/* Forks of this process, counted in the child (pthread_atfork), so that a
+ * store never logs to a ring its parent owns. */
+static unsigned long fc_forks;
+static pthread_once_t fc_atfork_once = PTHREAD_ONCE_INIT;
+static void count_fork(void) { fc_forks++; }
+static void register_atfork(void) { (void)pthread_atfork(NULL, NULL, count_fork); }
+
+static int pid_alive(uint64_t pid)
+{
+    return pid > (uint64_t)INT32_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH;
+}
 
 static inline void cpu_relax(void)
 {
@@ -271,6 +295,7 @@ static PyObject *store_shared(PyTypeObject *type, PyObject *const *args, Py_ssiz
     self->path = path;
     self->shm.base = NULL;
     self->shm.fd = -1;
+    self->ring = RING_NONE;
     char err[512];
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -289,6 +314,8 @@ static PyObject *store_shared(PyTypeObject *type, PyObject *const *args, Py_ssiz
 static void store_dealloc(StoreObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    if (self->shared && self->table.h != NULL && self->ring >= 0 && self->ring_forks == fc_forks)
+        fc_ring_release(&self->table, self->ring);
     if (self->shared)
         fc_shm_close(&self->shm);
     else if (self->table.h != NULL)
@@ -625,7 +652,8 @@ static PyObject *store_stats(StoreObject *self, PyObject *Py_UNUSED(ignored))
     int took = view_lock(self);
     if (took < 0)
         return NULL;
-    fc_stats s = self->table.h->stats;
+    fc_stats s;
+    fc_stats_sum(&self->table, &s);
     uint64_t count = self->table.h->count, bytes = self->table.h->bytes;
     view_unlock(self, took);
     return Py_BuildValue("{sKsKsKsKsKsKsKsKsn}", "hits", (unsigned long long)s.hits, "misses",
@@ -642,7 +670,7 @@ static PyObject *store_reset_stats(StoreObject *self, PyObject *Py_UNUSED(ignore
     int took = view_lock(self);
     if (took < 0)
         return NULL;
-    memset(&self->table.h->stats, 0, sizeof self->table.h->stats);
+    fc_stats_reset_lock_held(&self->table);
     view_unlock(self, took);
     Py_RETURN_NONE;
 }
@@ -1120,6 +1148,51 @@ static PyObject *table_error(int rc)
     return PyErr_Format(PyExc_RuntimeError, "fastcache: table error %d", rc);
 }
 
+/* This process's ring in a shared store, claimed on first use; -1 when it
+ * has none.  When every ring is taken, the rings of processes that are
+ * gone are reclaimed under the lock. */
+static int store_ring(StoreObject *s)
+{
+    if (s->ring >= 0 && s->ring_forks == fc_forks)
+        return s->ring;
+    if (s->ring == RING_BUSY && s->ring_forks == fc_forks && ++s->ring_retry % RING_RETRY)
+        return -1;
+    pthread_once(&fc_atfork_once, register_atfork);
+    uint64_t pid = (uint64_t)getpid();
+    s->ring_forks = fc_forks;
+    s->ring = fc_ring_claim(&s->table, pid);
+    if (s->ring < 0 && fc_table_trylock(&s->table) == FC_OK) {
+        int freed = fc_rings_reclaim_lock_held(&s->table, pid_alive);
+        fc_table_unlock(&s->table);
+        if (freed)
+            s->ring = fc_ring_claim(&s->table, pid);
+    }
+    if (s->ring < 0) {
+        s->ring = RING_BUSY;
+        s->ring_retry = 0;
+        return -1;
+    }
+    return s->ring;
+}
+
+/* A shared store's get without the lock (fc_get_optimistic) into c. */
+static int store_get_optimistic(StoreObject *s, const fc_key *k, double now, copied *c)
+{
+    int ring = store_ring(s);
+    if (ring < 0)
+        return FC_ELOCK;
+    int vtype;
+    size_t n;
+    int rc = fc_get_optimistic(&s->table, ring, k, now, c->small, sizeof c->small, &vtype, &n,
+                               &c->gen);
+    if (rc == FC_OK) {
+        c->p = c->small;
+        c->vtype = vtype;
+        c->n = n;
+    }
+    return rc;
+}
+
 /* get(key, default, version) */
 static PyObject *handle_get(HandleObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1136,24 +1209,21 @@ static PyObject *handle_get(HandleObject *self, PyObject *const *args, Py_ssize_
     }
     fc_key k = fkey(&mk);
     copied c;
+    int drain = 0;
     if (self->store->shared) {
-        int vt;
-        size_t n;
-        int rc = fc_get_optimistic(TBL(self), &k, now, c.small, sizeof c.small, &vt, &n, &c.gen);
-        if (rc != FC_ELOCK) {
+        int rc = store_get_optimistic(self->store, &k, now, &c);
+        if (rc == FC_OK || rc == FC_MISS) {
             made_key_release(&mk);
-            if (rc == FC_MISS)
-                return Py_NewRef(args[1]);
-            c.p = c.small;
-            c.vtype = vt;
-            c.n = n;
-            return decode_copied(st, &c);
+            return rc == FC_MISS ? Py_NewRef(args[1]) : decode_copied(st, &c);
         }
+        drain = rc == FC_EFULL;
     }
     if (handle_lock(self) < 0) {
         made_key_release(&mk);
         return NULL;
     }
+    if (drain)
+        fc_rings_drain_lock_held(TBL(self));
     fc_entry *e = fc_get_lock_held(TBL(self), &k, now, 1);
     int oom = e != NULL && copy_out(&c, e) < 0;
     handle_unlock(self);

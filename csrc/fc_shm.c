@@ -322,7 +322,12 @@ static int init_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t e
     h->table = ALIGN_UP(sizeof(fc_shm_header), 64);
     h->buckets = ALIGN_UP(h->table + sizeof(fc_header), 64);
     h->nbuckets = nb;
-    h->arena_start = ALIGN_UP(h->buckets + nb * sizeof(fc_off), 64);
+    /* One ring per process reading without the lock (fc_table.h): 4 for a
+     * 1 MiB segment, one more per 256 KiB, at most 64 (2.4% of the size). */
+    uint64_t nrings = s->size >> 18;
+    nrings = nrings < 4 ? 4 : nrings > 64 ? 64 : nrings;
+    fc_off rings = ALIGN_UP(h->buckets + nb * sizeof(fc_off), 64);
+    h->arena_start = ALIGN_UP(rings + fc_rings_size(nrings), 64);
     h->arena_end = s->size & ~(uint64_t)63;
     if (h->arena_start + 4096 > h->arena_end)
         return fail(err, errlen, "segment of %zu bytes is too small", s->size);
@@ -339,7 +344,8 @@ static int init_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t e
         seed[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
         seed[1] = (uint64_t)(uintptr_t)s->base ^ 0x9e3779b97f4a7c15ULL;
     }
-    if (fc_table_init_at(t, mem, h->table, h->buckets, nb, seed[0], seed[1]) != FC_OK)
+    if (fc_table_init_at(t, mem, h->table, h->buckets, nb, rings, nrings, seed[0], seed[1]) !=
+        FC_OK)
         return fail(err, errlen, "cannot initialise the segment's lock");
     __atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
     return 0;
@@ -363,6 +369,11 @@ static int check_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t 
     mem_init(mem, s->base);
     if (fc_table_attach(t, mem, h->table) != FC_OK)
         return fail(err, errlen, "segment holds no valid table");
+    const fc_header *th = t->h;
+    if (th->buckets != h->buckets || th->nbuckets != h->nbuckets ||
+        th->rings < h->buckets + h->nbuckets * sizeof(fc_off) || th->nrings > 64 ||
+        th->rings + fc_rings_size(th->nrings) > h->arena_start)
+        return fail(err, errlen, "segment header does not match its table");
     return 0;
 }
 

@@ -150,6 +150,32 @@ static void lru_move_front(fc_table *t, fc_entry *e)
 
 static size_t entry_size(uint32_t cap) { return sizeof(fc_entry) + cap; }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The stamp of a use made with the lock held: the clock, or just past the
+ * last stamp given (uses are ordered as the lock orders them even when the
+ * clock has not moved on). */
+static uint64_t next_stamp(fc_table *t)
+{
+    uint64_t now = t->clock();
+    t->h->clock = now > t->h->clock ? now : t->h->clock + 1;
+    return t->h->clock;
+}
+
+static void enqueue(fc_table *t, fc_entry *e)
+{
+    if (!e->queued) {
+        e->queued = 1;
+        e->qnext = t->h->queue;
+        t->h->queue = ent_off(t, e);
+    }
+}
+
 /* A use of e (get, set, incr): it becomes the most recently used.  A
  * private table moves it now; a shared one stamps it and queues it for the
  * next drain (see fc_table.h), writing only e and the header. */
@@ -160,12 +186,8 @@ static void lru_use(fc_table *t, fc_entry *e)
         lru_move_front(t, e);
         return;
     }
-    e->stamp = ++h->clock;
-    if (!e->queued) {
-        e->queued = 1;
-        e->qnext = h->queue;
-        h->queue = ent_off(t, e);
-    }
+    e->stamp = next_stamp(t);
+    enqueue(t, e);
 }
 
 /* Merges two qnext-linked lists ascending by stamp. */
@@ -241,6 +263,7 @@ static fc_off unqueue(fc_table *t)
  * last use, each moved to the most-recent end. */
 static void drain_queue(fc_table *t)
 {
+    fc_rings_drain_lock_held(t);
     if (!t->h->queue)
         return;
     for (fc_off eo = sort_by_stamp(t, unqueue(t)); eo;) {
@@ -248,6 +271,114 @@ static void drain_queue(fc_table *t)
         eo = e->qnext;
         e->qnext = 0;
         lru_move_front(t, e);
+    }
+}
+
+static inline fc_ring *rings(const fc_table *t) { return FC_PTR(t->mem, t->h->rings); }
+
+/* A use logged by a reader without the lock: applied when its entry is
+ * still indexed (found by offset in its hash's chain, never dereferenced
+ * before) and the use is newer than what the entry has. */
+static void apply_use(fc_table *t, const fc_use *u)
+{
+    fc_header *h = t->h;
+    if (u->stamp < h->drained_at)
+        return; /* a retried read's: see fc_table.h */
+    for (fc_off eo = *bucket_slot(t, u->hash); eo; eo = ENT(t, eo)->hnext) {
+        if (eo != u->off)
+            continue;
+        fc_entry *e = ENT(t, eo);
+        if (e->hash != u->hash || u->stamp <= e->stamp)
+            return;
+        e->stamp = u->stamp;
+        if (u->stamp > h->clock)
+            h->clock = u->stamp;
+        enqueue(t, e);
+        return;
+    }
+}
+
+void fc_rings_drain_lock_held(fc_table *t)
+{
+    fc_header *h = t->h;
+    if (!h->nrings)
+        return;
+    uint64_t now = t->clock(); /* seq is odd already: see fc_table.h */
+    fc_ring *r = rings(t);
+    for (uint64_t i = 0; i < h->nrings; i++) {
+        uint64_t head = __atomic_load_n(&r[i].head, __ATOMIC_ACQUIRE);
+        uint64_t tail = r[i].tail;
+        if (head - tail > FC_RING_LEN) /* only if a process wrote garbage */
+            tail = head - FC_RING_LEN;
+        for (; tail != head; tail++) {
+            fc_use u = r[i].use[tail % FC_RING_LEN];
+            apply_use(t, &u);
+        }
+        __atomic_store_n(&r[i].tail, head, __ATOMIC_RELEASE);
+    }
+    h->drained_at = now;
+}
+
+/* Forgets every logged use (the entries are all gone). */
+static void discard_uses(fc_table *t)
+{
+    fc_ring *r = rings(t);
+    for (uint64_t i = 0; i < t->h->nrings; i++)
+        __atomic_store_n(&r[i].tail, __atomic_load_n(&r[i].head, __ATOMIC_ACQUIRE),
+                         __ATOMIC_RELEASE);
+    t->h->drained_at = t->clock();
+}
+
+int fc_ring_claim(fc_table *t, uint64_t owner)
+{
+    fc_ring *r = rings(t);
+    for (uint64_t i = 0; i < t->h->nrings; i++) {
+        uint64_t free_ = 0;
+        if (__atomic_load_n(&r[i].owner, __ATOMIC_RELAXED) == 0 &&
+            __atomic_compare_exchange_n(&r[i].owner, &free_, owner, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED))
+            return (int)i;
+    }
+    return -1;
+}
+
+void fc_ring_release(fc_table *t, int ring)
+{
+    if (ring >= 0 && (uint64_t)ring < t->h->nrings)
+        __atomic_store_n(&rings(t)[ring].owner, 0, __ATOMIC_RELEASE);
+}
+
+int fc_rings_reclaim_lock_held(fc_table *t, int (*alive)(uint64_t owner))
+{
+    fc_ring *r = rings(t);
+    int n = 0;
+    for (uint64_t i = 0; i < t->h->nrings; i++) {
+        uint64_t owner = __atomic_load_n(&r[i].owner, __ATOMIC_ACQUIRE);
+        if (owner != 0 && !alive(owner) &&
+            __atomic_compare_exchange_n(&r[i].owner, &owner, 0, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED))
+            n++;
+    }
+    return n;
+}
+
+void fc_stats_sum(const fc_table *t, fc_stats *out)
+{
+    *out = t->h->stats;
+    const fc_ring *r = rings(t);
+    for (uint64_t i = 0; i < t->h->nrings; i++) {
+        out->hits += __atomic_load_n(&r[i].hits, __ATOMIC_RELAXED);
+        out->misses += __atomic_load_n(&r[i].misses, __ATOMIC_RELAXED);
+    }
+}
+
+void fc_stats_reset_lock_held(fc_table *t)
+{
+    memset(&t->h->stats, 0, sizeof t->h->stats);
+    fc_ring *r = rings(t);
+    for (uint64_t i = 0; i < t->h->nrings; i++) {
+        __atomic_store_n(&r[i].hits, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r[i].misses, 0, __ATOMIC_RELAXED);
     }
 }
 
@@ -382,6 +513,7 @@ static void reset_all(fc_table *t)
     fc_header *h = t->h;
     h->root.next = h->root.prev = root_off(t);
     h->queue = 0; /* zombies go with the memory */
+    discard_uses(t);
     memset(FC_PTR(t->mem, h->buckets), 0, h->nbuckets * sizeof(fc_off));
     h->count = 0;
     h->bytes = 0;
@@ -398,12 +530,14 @@ static fc_off entry_alloc(fc_table *t, size_t size, const fc_entry *keep, int *r
         *rc = FC_ETOOBIG;
         return 0;
     }
+    int ordered = 0;
     for (;;) {
         fc_off eo = t->mem->alloc(t->mem, size);
         if (eo || !t->h->shared)
             return eo;
-        if (t->h->queue) {
+        if (!ordered) {
             /* Free the zombies, and put the victims in order. */
+            ordered = 1;
             drain_queue(t);
             continue;
         }
@@ -660,14 +794,25 @@ int fc_foreach_lock_held(fc_table *t, int (*fn)(const fc_entry *e, void *arg), v
 /* Reads without the lock (shared tables)                                   */
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define OPT_TRIES 4
+#define OPT_TRIES 64
 #define OPT_CHAIN 64
 
-/* One attempt: 1 hit, 0 miss, -1 undecided.  Everything read may be torn
- * by a concurrent writer; every offset is bounds-checked before use, and
- * the caller validates the result with seq. */
+static inline void cpu_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* One attempt: 1 hit (*eo_out is the entry), 0 miss, -1 undecided.
+ * Everything read may be torn by a concurrent writer: every offset is
+ * bounds-checked before it is followed and every length before it is used,
+ * chains are walked a bounded number of steps, and the caller validates the
+ * outcome with seq. */
 static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf, size_t bufcap,
-                      int *vtype, size_t *vlen, uint64_t *gen)
+                      int *vtype, size_t *vlen, uint64_t *gen, fc_off *eo_out)
 {
     const fc_mem *m = t->mem;
     const fc_off *b = FC_PTR(m, t->h->buckets);
@@ -676,25 +821,23 @@ static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf,
         if (steps == OPT_CHAIN || eo < m->lo || eo > m->hi - sizeof(fc_entry))
             return -1;
         const fc_entry *e = ENT(t, eo);
-        uint64_t hash = LOAD(&e->hash);
         uint32_t klen = LOAD(&e->klen);
-        if (hash == k->hash && klen == k->n) {
+        if (LOAD(&e->hash) == k->hash && klen == k->n) {
             uint32_t n = LOAD(&e->vlen);
-            if ((uint64_t)klen + n > m->hi - eo - sizeof(fc_entry))
+            if ((uint64_t)klen + n > m->hi - eo - sizeof(fc_entry) || n > bufcap)
                 return -1;
             if (k->n && memcmp(e->data, k->p, k->n) != 0)
                 goto next;
             double expires;
             __atomic_load(&e->expires, &expires, __ATOMIC_RELAXED);
             if (!LOAD(&e->never) && expires <= now)
-                return -1;
-            if (n > bufcap)
-                return -1;
+                return -1; /* expired: removing it needs the lock */
             if (n)
                 memcpy(buf, e->data + klen, n);
             *vtype = LOAD(&e->vtype);
             *vlen = n;
             *gen = LOAD(&e->gen);
+            *eo_out = eo;
             return 1;
         }
     next:
@@ -703,22 +846,42 @@ static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf,
     return 0;
 }
 
-int fc_get_optimistic(fc_table *t, const fc_key *k, double now, char *buf, size_t bufcap,
-                      int *vtype, size_t *vlen, uint64_t *gen)
+int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *buf,
+                      size_t bufcap, int *vtype, size_t *vlen, uint64_t *gen)
 {
-    if (!t->h->shared)
+    fc_header *h = t->h;
+    if (!h->shared || ring < 0 || (uint64_t)ring >= h->nrings)
         return FC_ELOCK;
+    fc_ring *r = &rings(t)[ring];
     for (int i = 0; i < OPT_TRIES; i++) {
-        uint64_t s1 = __atomic_load_n(&t->h->seq, __ATOMIC_ACQUIRE);
-        if (s1 & 1)
+        uint64_t s1 = __atomic_load_n(&h->seq, __ATOMIC_ACQUIRE);
+        if (s1 & 1) {
+            cpu_pause();
             continue;
-        int r = opt_lookup(t, k, now, buf, bufcap, vtype, vlen, gen);
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&t->h->seq, __ATOMIC_RELAXED) != s1)
+        }
+        fc_off eo = 0;
+        int found = opt_lookup(t, k, now, buf, bufcap, vtype, vlen, gen, &eo);
+        if (found == 1) {
+            uint64_t head = r->head;
+            if (head - __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) >= FC_RING_LEN)
+                return FC_EFULL;
+            fc_use *u = &r->use[head % FC_RING_LEN];
+            u->off = eo;
+            u->hash = k->hash;
+            u->stamp = t->clock();
+            __atomic_store_n(&r->head, head + 1, __ATOMIC_RELEASE);
+        }
+        /* The use is published before seq is read again (fc_table.h). */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&h->seq, __ATOMIC_RELAXED) != s1)
             continue;
-        if (r < 0)
+        if (found < 0)
             return FC_ELOCK;
-        return r ? FC_OK : FC_MISS;
+        if (!t->stats_off) {
+            uint64_t *c = found ? &r->hits : &r->misses;
+            __atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
+        }
+        return found ? FC_OK : FC_MISS;
     }
     return FC_ELOCK;
 }
@@ -806,6 +969,14 @@ int fc_table_check(const fc_table *t)
     }
     if (live != queued)
         return -20; /* entries marked queued that are not on the queue */
+    const fc_ring *r = rings(t);
+    for (uint64_t i = 0; i < h->nrings; i++) {
+        uint64_t head = __atomic_load_n(&r[i].head, __ATOMIC_ACQUIRE);
+        if (head - r[i].tail > FC_RING_LEN)
+            return -21; /* a ring holds more uses than it has room for */
+    }
+    if (!h->shared && h->nrings)
+        return -22; /* a private table has no rings */
     return 0;
 }
 
@@ -861,6 +1032,7 @@ static void attach_new(fc_table *t, fc_mem *mem, fc_header *h, fc_off buckets,
     t->mem = mem;
     t->h = h;
     t->stats_off = 0;
+    t->clock = mono_ns;
     h->root.prev = h->root.next = root_off(t);
     h->magic = FC_MAGIC;
 }
@@ -957,11 +1129,15 @@ int fc_table_reinit_lock(fc_table *t)
 }
 
 int fc_table_init_at(fc_table *t, fc_mem *mem, fc_off hdr, fc_off buckets, uint64_t nbuckets,
-                     uint64_t seed0, uint64_t seed1)
+                     fc_off rings, uint64_t nrings, uint64_t seed0, uint64_t seed1)
 {
     fc_header *h = FC_PTR(mem, hdr);
     memset(h, 0, sizeof(*h));
     memset(FC_PTR(mem, buckets), 0, nbuckets * sizeof(fc_off));
+    if (nrings)
+        memset(FC_PTR(mem, rings), 0, fc_rings_size(nrings));
+    h->rings = nrings ? rings : 0;
+    h->nrings = nrings;
     h->shared = 1;
     if (mutex_init(h) != 0)
         return FC_ELOCK;
@@ -977,5 +1153,6 @@ int fc_table_attach(fc_table *t, fc_mem *mem, fc_off hdr)
     t->mem = mem;
     t->h = h;
     t->stats_off = 0;
+    t->clock = mono_ns;
     return FC_OK;
 }

@@ -125,6 +125,43 @@ typedef struct fc_stats {
     uint64_t hits, misses, sets, deletes, evictions, expirations;
 } fc_stats;
 
+/* Gets without the lock (shared tables).  A reader looks its key up with
+ * no lock at all, validating what it read against the header's `seq`
+ * (odd while a lock holder may be writing; see fc_get_optimistic).  It
+ * cannot move the entry in the LRU list or count the hit in the header, so
+ * it appends the use to a ring of its own in the segment, and counts hits
+ * and misses there; a lock holder drains every ring into the access queue
+ * before anything reads the LRU order.  A use names its entry by offset and
+ * hash and is applied only when an entry with both is still indexed, so a
+ * use of an entry removed meanwhile is dropped, never written anywhere.
+ *
+ * Uses carry stamps from CLOCK_MONOTONIC, which is one clock for every
+ * process of the host, so uses and locked operations of different
+ * processes are ordered as they happened.  A reader publishes its use and
+ * only then re-reads seq; a drain makes seq odd and only then reads the
+ * rings (both with full fences), so a use the drain missed always belongs
+ * to a read that fails validation and is retried.  That is why a use whose
+ * stamp is older than the last drain is dropped (`drained_at`): it is such
+ * a retried read's, and applying it would break the rule that entries on
+ * the queue were used after every entry already ordered. */
+#define FC_RING_LEN 256
+
+typedef struct fc_use {
+    fc_off off;
+    uint64_t hash;
+    uint64_t stamp;
+} fc_use;
+
+typedef struct fc_ring {
+    uint64_t owner;        /* process id of the claimer; 0: free (CAS) */
+    uint64_t hits, misses; /* answered without the lock (owner only) */
+    uint64_t head;         /* uses written (owner; release) */
+    char pad0_[32];
+    uint64_t tail;         /* uses drained (lock holder; release) */
+    char pad1_[56];
+    fc_use use[FC_RING_LEN];
+} fc_ring;
+
 typedef struct fc_header {
     uint64_t magic;
     uint32_t shared;       /* process-shared robust lock; fixed buckets;
@@ -147,12 +184,18 @@ typedef struct fc_header {
     uint64_t gen;
     uint64_t seed[2];
     fc_stats stats;
+    fc_off rings;        /* fc_ring[nrings] (shared tables; may be 0) */
+    uint64_t nrings;
+    uint64_t drained_at; /* clock when the rings were last drained */
 } fc_header;
 
 typedef struct fc_table {
     fc_mem *mem;
     fc_header *h;
     int stats_off; /* this process does not count (for measuring their cost) */
+    /* Stamps for the LRU order of shared tables: CLOCK_MONOTONIC in
+     * nanoseconds (tests may substitute their own). */
+    uint64_t (*clock)(void);
 } fc_table;
 
 /* Results of table operations. */
@@ -165,6 +208,7 @@ enum {
     FC_ELOCK = -2,   /* the lock could not be taken */
     FC_EKEY = -3,    /* a key longer than 4 GiB */
     FC_ETOOBIG = -4, /* larger than the table's memory could ever hold */
+    FC_EFULL = -5,   /* fc_get_optimistic: this process's ring is full */
 };
 
 typedef struct fc_key {
@@ -183,7 +227,10 @@ void fc_table_destroy(fc_table *t);
  * attach opens one that another process initialised (FC_ELOCK if the
  * header is not a table's). */
 int fc_table_init_at(fc_table *t, fc_mem *mem, fc_off hdr, fc_off buckets, uint64_t nbuckets,
-                     uint64_t seed0, uint64_t seed1);
+                     fc_off rings, uint64_t nrings, uint64_t seed0, uint64_t seed1);
+
+/* Bytes for nrings rings (placed 64-byte aligned by the caller). */
+static inline size_t fc_rings_size(uint64_t nrings) { return (size_t)nrings * sizeof(fc_ring); }
 int fc_table_attach(fc_table *t, fc_mem *mem, fc_off hdr);
 
 /* Hash of key bytes with the table's seed (SipHash-1-3). */
@@ -225,14 +272,31 @@ static inline const char *fc_entry_value(const fc_entry *e) { return e->data + e
  * the table is next modified. */
 fc_entry *fc_get_lock_held(fc_table *t, const fc_key *k, double now, int lru);
 
-/* A get without the lock (shared tables): looks k up and copies its value
- * into buf, validating with the seq counter that no lock holder changed
- * anything meanwhile.  FC_OK: a live hit, with vtype, vlen and gen filled (the
- * value in buf).  FC_MISS: no such key.  FC_ELOCK: not decided without the
- * lock (a writer kept the table busy, the entry has expired, or its value
- * is larger than bufcap): take the lock and do it the usual way. */
-int fc_get_optimistic(fc_table *t, const fc_key *k, double now, char *buf, size_t bufcap,
-                      int *vtype, size_t *vlen, uint64_t *gen);
+/* Rings (see above).  claim takes a free ring for `owner` (a process id)
+ * and returns its index, or -1 when every ring is taken; release gives it
+ * back (its undrained uses stay valid).  reclaim (lock held) frees the
+ * rings whose owner `alive` says is gone and returns how many. */
+int fc_ring_claim(fc_table *t, uint64_t owner);
+void fc_ring_release(fc_table *t, int ring);
+int fc_rings_reclaim_lock_held(fc_table *t, int (*alive)(uint64_t owner));
+
+/* Applies every ring's uses to the access queue (lock held). */
+void fc_rings_drain_lock_held(fc_table *t);
+
+/* A get without the lock, through ring `ring` of this process: looks k up
+ * and copies its value into buf, validated against seq.  FC_OK: a live
+ * hit, its use logged, with vtype, vlen and gen filled (the value in buf).
+ * FC_MISS: no such key.  FC_EFULL: the ring is full (drain it under the
+ * lock).  FC_ELOCK: not decided without the lock (writers kept the table
+ * busy, the entry has expired, or its value is larger than bufcap): take
+ * the lock and do it the usual way. */
+int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *buf,
+                      size_t bufcap, int *vtype, size_t *vlen, uint64_t *gen);
+
+/* The counters: the header's plus every ring's; reset zeroes them all
+ * (lock held). */
+void fc_stats_sum(const fc_table *t, fc_stats *out);
+void fc_stats_reset_lock_held(fc_table *t);
 
 /* Find an entry whether or not it has expired; no side effects. */
 fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k);
