@@ -824,10 +824,12 @@ static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf,
         uint32_t klen = LOAD(&e->klen);
         if (LOAD(&e->hash) == k->hash && klen == k->n) {
             uint32_t n = LOAD(&e->vlen);
-            if ((uint64_t)klen + n > m->hi - eo - sizeof(fc_entry) || n > bufcap)
+            if ((uint64_t)klen + n > m->hi - eo - sizeof(fc_entry))
                 return -1;
             if (k->n && memcmp(e->data, k->p, k->n) != 0)
                 goto next;
+            if (n > bufcap)
+                return -1;
             double expires;
             __atomic_load(&e->expires, &expires, __ATOMIC_RELAXED);
             if (!LOAD(&e->never) && expires <= now)

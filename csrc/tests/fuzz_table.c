@@ -8,7 +8,10 @@
  * with random value sizes and types, random expiries around a clock that
  * only moves forward, and random max_entries / cull_frequency.  The model is
  * deliberately naive: an array in LRU order (index 0 most recent) searched
- * linearly.  After every operation the table must equal the model entry by
+ * linearly.  A shared table also gets gets without the lock
+ * (fc_get_optimistic, through one of two rings, draining a full one), whose
+ * uses must reach the LRU order exactly like locked gets.  After every
+ * operation the table must equal the model entry by
  * entry and in order, fc_table_check must pass, and every key the model does
  * not hold must be unreachable.
  *
@@ -360,6 +363,12 @@ struct seen {
 
 static long g_total_ops;
 
+/* Stamps: a clock that ticks on every read, so the order is reproducible. */
+static uint64_t g_tick;
+static uint64_t tick_clock(void) { return ++g_tick; }
+
+#define FUZZ_RINGS 2
+
 static void run_stream(const uint8_t *data, size_t size)
 {
     static model m, saved; /* big: not on the stack */
@@ -393,6 +402,21 @@ static void run_stream(const uint8_t *data, size_t size)
     mem.max_block = SIZE_MAX;
     mem.ctx = &cc;
     REQUIRE(fc_table_init(&t, &mem, shared, u64(&r), u64(&r)) == FC_OK);
+    fc_off rings = 0;
+    if (shared) {
+        /* Rings, placed the way fc_table_init_at places them in a segment;
+         * heap entries may lie anywhere a user address can. */
+        rings = mem.alloc(&mem, fc_rings_size(FUZZ_RINGS));
+        REQUIRE(rings != 0);
+        memset(FC_PTR(&mem, rings), 0, fc_rings_size(FUZZ_RINGS));
+        t.h->rings = rings;
+        t.h->nrings = FUZZ_RINGS;
+        REQUIRE(fc_ring_claim(&t, 100) == 0);
+        REQUIRE(fc_ring_claim(&t, 200) == 1);
+    }
+    mem.lo = 4096;
+    mem.hi = (fc_off)1 << 56;
+    t.clock = tick_clock;
     TRACE("init shared=%d hmode=%d keyspace=%d max_entries=%lld cull=%lld", shared, hmode,
           keyspace, (long long)def_me, (long long)def_cf);
     verify(&t, &m, hmode, 1);
@@ -418,11 +442,44 @@ static void run_stream(const uint8_t *data, size_t size)
             memcpy(&saved, &m, sizeof m);
             cc.fail = 1;
         }
+        int i = m_find(&m, key);
+        int rc = 0;
+        if (shared && op == 5) {
+            /* a get without the lock, through one of the rings */
+            int ring = u8(&r) & 1;
+            char buf[512];
+            int vt;
+            size_t vl;
+            uint64_t gen;
+            TRACE("optimistic get key=%d ring=%d", key, ring);
+            rc = fc_get_optimistic(&t, ring, &k, now, buf, sizeof buf, &vt, &vl, &gen);
+            if (rc == FC_MISS) {
+                REQUIRE(i < 0);
+                op = -1;
+            }
+            else if (rc == FC_OK) {
+                REQUIRE(i >= 0 && !m_expired(&m.e[i], now));
+                REQUIRE(vl == m.e[i].vlen && memcmp(buf, m.e[i].val, vl) == 0);
+                REQUIRE(vt == m.e[i].vtype);
+                m_to_front(&m, i);
+                op = -1;
+            }
+            else {
+                /* expired, larger than buf, or a full ring: the locked get
+                 * below, after draining the rings */
+                REQUIRE(rc == FC_EFULL || (i >= 0 && (m_expired(&m.e[i], now) ||
+                                                       m.e[i].vlen > sizeof buf)));
+                op = rc == FC_EFULL ? 16 : 4;
+            }
+        }
 
         REQUIRE(fc_table_lock(&t) == FC_OK);
+        if (op == 16) {
+            fc_rings_drain_lock_held(&t);
+            op = 4;
+        }
         REQUIRE(t.h->dirty == (uint32_t)shared);
-        int i = m_find(&m, key);
-        int rc = 0, expect;
+        int expect;
         int never;
         double expires;
         switch (op) {
@@ -608,6 +665,12 @@ static void run_stream(const uint8_t *data, size_t size)
         verify(&t, &m, hmode, !shared || g_opno % 7 == 0);
         fc_table_unlock(&t);
         REQUIRE(t.h->dirty == 0);
+    }
+    if (rings) {
+        fc_ring_release(&t, 0);
+        fc_ring_release(&t, 1);
+        t.h->nrings = 0;
+        mem.free(&mem, rings, fc_rings_size(FUZZ_RINGS));
     }
     fc_table_destroy(&t);
     REQUIRE(cc.live == 0); /* destroy freed everything */

@@ -2102,6 +2102,167 @@ static void test_init_at_attach(void)
     arena_mem_release(&mem2);
 }
 
+/* Gets without the lock on a shared table: results, the uses they log
+ * reaching the LRU order, full rings, uses that must be dropped, ring
+ * ownership, and a reader in another process. */
+static uint64_t g_tick;
+static uint64_t tick_clock(void) { return ++g_tick; }
+
+static int oget(fc_table *t, int ring, const char *k, char *buf, size_t cap)
+{
+    fc_key key = ks(t, k);
+    int vt;
+    size_t n;
+    uint64_t gen;
+    int rc = fc_get_optimistic(t, ring, &key, NOW, buf, cap, &vt, &n, &gen);
+    if (rc == FC_OK) {
+        if (vt != FC_VT_STR || n >= cap)
+            return -100;
+        buf[n] = '\0';
+    }
+    return rc;
+}
+
+static int only_7_alive(uint64_t owner) { return owner == 7; }
+
+static void test_optimistic_get(void)
+{
+    fc_mem mem;
+    fc_table t;
+    char buf[64];
+    fc_off hdr = shared_table_new(&t, &mem, 1 << 20, 64);
+    t.clock = tick_clock;
+    CHECK_EQ(t.h->nrings, TEST_RINGS);
+    CHECK_EQ(fc_ring_claim(&t, 7), 0);
+    CHECK_EQ(fc_ring_claim(&t, 8), 1);
+
+    sset(&t, "a", "1", 1, 0);
+    sset(&t, "b", "2", 1, 0);
+    sset(&t, "c", "3", 1, 0);
+    sset(&t, "d", "4", 0, NOW + 10);
+    fc_stats_reset_lock_held(&t);
+    CHECK_EQ(oget(&t, 0, "b", buf, sizeof buf), FC_OK);
+    CHECK(strcmp(buf, "2") == 0);
+    CHECK_EQ(oget(&t, 1, "a", buf, sizeof buf), FC_OK);
+    CHECK(strcmp(buf, "1") == 0);
+    CHECK_EQ(oget(&t, 0, "zz", buf, sizeof buf), FC_MISS);
+    CHECK_EQ(oget(&t, 0, "d", buf, sizeof buf), FC_OK);
+    fc_stats st;
+    fc_stats_sum(&t, &st);
+    CHECK_EQ(st.hits, 3);
+    CHECK_EQ(st.misses, 1);
+    /* the uses are not in the list yet; anything reading the order drains
+     * the rings first: b, a then d, used after the sets, in that order */
+    CHECK_ORDER(&t, "d a b c");
+    CHECK_TABLE(&t);
+    /* interleaved with locked uses, by stamp */
+    CHECK_EQ(oget(&t, 1, "c", buf, sizeof buf), FC_OK);
+    CHECK(sget(&t, "b", NOW, 1) != NULL);
+    CHECK_EQ(oget(&t, 0, "a", buf, sizeof buf), FC_OK);
+    CHECK_ORDER(&t, "a b c d");
+    /* culling sees them too: c and d are the least recently used */
+    CHECK_EQ(oget(&t, 0, "c", buf, sizeof buf), FC_OK);
+    CHECK_EQ(cset(&t, "e", 4, 2), FC_OK);
+    CHECK_ORDER(&t, "e c a");
+    fc_stats_reset_lock_held(&t);
+    fc_stats_sum(&t, &st);
+    CHECK_EQ(st.hits + st.misses + st.sets, 0);
+
+    /* undecided without the lock: expired, too large, lock held */
+    sset(&t, "x", "old", 0, NOW - 1);
+    CHECK_EQ(oget(&t, 0, "x", buf, sizeof buf), FC_ELOCK);
+    CHECK(speek(&t, "x") != NULL); /* removing it is for the locked get */
+    CHECK(sget(&t, "x", NOW, 1) == NULL);
+    sset(&t, "long", "0123456789", 1, 0);
+    CHECK_EQ(oget(&t, 0, "long", buf, 8), FC_ELOCK);
+    CHECK_EQ(oget(&t, 0, "long", buf, sizeof buf), FC_OK);
+    CHECK_EQ(fc_table_lock(&t), FC_OK);
+    CHECK_EQ(oget(&t, 0, "a", buf, sizeof buf), FC_ELOCK);
+    fc_table_unlock(&t);
+    CHECK_EQ(oget(&t, 0, "no ring", buf, sizeof buf), FC_MISS);
+    CHECK_EQ(oget(&t, -1, "a", buf, sizeof buf), FC_ELOCK);
+    CHECK_EQ(oget(&t, TEST_RINGS, "a", buf, sizeof buf), FC_ELOCK);
+
+    /* a full ring refuses more uses until it is drained */
+    order_str(&t, buf, sizeof buf); /* drains */
+    int ok = 1;
+    for (int i = 0; i < FC_RING_LEN; i++)
+        ok &= oget(&t, 1, "c", buf, sizeof buf) == FC_OK;
+    CHECK(ok);
+    CHECK_EQ(oget(&t, 1, "c", buf, sizeof buf), FC_EFULL);
+    CHECK_EQ(oget(&t, 0, "c", buf, sizeof buf), FC_OK); /* other rings go on */
+    CHECK_EQ(oget(&t, 1, "zz", buf, sizeof buf), FC_MISS); /* misses log nothing */
+    CHECK_TABLE(&t);
+    fc_rings_drain_lock_held(&t);
+    CHECK_EQ(oget(&t, 1, "a", buf, sizeof buf), FC_OK);
+    CHECK_ORDER(&t, "a c long e");
+
+    /* a use of an entry removed since is dropped; so is one stamped before
+     * the last drain (a retried read's), and one naming a wrong hash */
+    CHECK_EQ(oget(&t, 0, "long", buf, sizeof buf), FC_OK);
+    CHECK_EQ(sdel(&t, "long"), 1);
+    CHECK_ORDER(&t, "a c e");
+    fc_ring *rg = FC_PTR(&mem, t.h->rings);
+    fc_key ke = ks(&t, "e");
+    fc_off eo = FC_OFF(&mem, speek(&t, "e"));
+    fc_use stale = {eo, ke.hash, t.h->drained_at - 1};
+    fc_use badhash = {eo, ke.hash ^ 1, t.h->clock + 100};
+    rg[0].use[rg[0].head % FC_RING_LEN] = stale;
+    rg[0].head++;
+    rg[0].use[rg[0].head % FC_RING_LEN] = badhash;
+    rg[0].head++;
+    CHECK_ORDER(&t, "a c e");
+    fc_use good = {eo, ke.hash, tick_clock()};
+    rg[0].use[rg[0].head % FC_RING_LEN] = good;
+    rg[0].head++;
+    CHECK_ORDER(&t, "e a c");
+    CHECK_TABLE(&t);
+    /* clear forgets nothing it should not: later uses still apply */
+    fc_clear_lock_held(&t);
+    sset(&t, "p", "1", 1, 0);
+    sset(&t, "q", "2", 1, 0);
+    CHECK_EQ(oget(&t, 0, "p", buf, sizeof buf), FC_OK);
+    CHECK_ORDER(&t, "p q");
+
+    /* ownership: claim until none is left, release, reclaim the dead */
+    CHECK_EQ(fc_ring_claim(&t, 9), 2);
+    CHECK_EQ(fc_ring_claim(&t, 10), 3);
+    CHECK_EQ(fc_ring_claim(&t, 11), -1);
+    fc_ring_release(&t, 2);
+    CHECK_EQ(fc_ring_claim(&t, 11), 2);
+    CHECK_EQ(fc_rings_reclaim_lock_held(&t, only_7_alive), 3); /* all but owner 7 */
+    CHECK_EQ(rg[0].owner, 7);
+    CHECK_EQ(fc_ring_claim(&t, 12), 1);
+
+    /* a reader in another process: its uses reach this one's order */
+    sset(&t, "r", "3", 1, 0);
+    CHECK_ORDER(&t, "r p q");
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        fc_table tc;
+        char cb[16];
+        if (fc_table_attach(&tc, &mem, hdr) != FC_OK)
+            _exit(1);
+        int ring = fc_ring_claim(&tc, (uint64_t)getpid());
+        if (ring < 0)
+            _exit(2);
+        if (oget(&tc, ring, "p", cb, sizeof cb) != FC_OK || strcmp(cb, "1") != 0)
+            _exit(3);
+        if (oget(&tc, ring, "nope", cb, sizeof cb) != FC_MISS)
+            _exit(4);
+        fc_ring_release(&tc, ring);
+        _exit(0);
+    }
+    int status = -1;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_ORDER(&t, "p r q");
+    CHECK_TABLE(&t);
+    arena_mem_release(&mem);
+}
+
 /* Shared tables evict from the LRU end when their memory runs out. */
 static void test_shared_eviction(void)
 {
@@ -2509,6 +2670,7 @@ int main(void)
         {"timedlock", test_timedlock},
         {"init_at_attach", test_init_at_attach},
         {"shared_eviction", test_shared_eviction},
+        {"optimistic_get", test_optimistic_get},
         {"shared_replace_evicts_chain_neighbour", test_shared_replace_evicts_chain_neighbour},
         {"robust_threads", test_robust_threads},
         {"shared_processes", test_shared_processes},
