@@ -686,6 +686,14 @@ static PyObject *store_count(StoreObject *self, PyObject *flag)
     Py_RETURN_NONE;
 }
 
+/* _ring(): the ring this process logs its gets without the lock to, or -1
+ * (a private store, none claimed yet, or all taken); for tests. */
+static PyObject *store_ring_index(StoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int ring = self->shared && self->ring >= 0 && self->ring_forks == fc_forks ? self->ring : -1;
+    return PyLong_FromLong(ring);
+}
+
 static PyObject *store_check(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
     int took = view_lock(self);
@@ -707,6 +715,8 @@ static PyMethodDef store_methods[] = {
     {"release", (PyCFunction)store_release, METH_NOARGS, "Release the table lock."},
     {"stats", (PyCFunction)store_stats, METH_NOARGS, "Counters and sizes of the table."},
     {"reset_stats", (PyCFunction)store_reset_stats, METH_NOARGS, "Zero the counters."},
+    {"_ring", (PyCFunction)store_ring_index, METH_NOARGS,
+     "This process's ring for gets without the lock, or -1."},
     {"check", (PyCFunction)store_check, METH_NOARGS,
      "Run the table invariant checker; 0 when consistent."},
     {"shared", (PyCFunction)(void (*)(void))store_shared, METH_FASTCALL | METH_CLASS,

@@ -32,7 +32,8 @@ CacheKeyWarning - into errors; that is deliberate and left alone.
 
 A baseline run against Django's own backend:
 
-    python scripts/django_suite.py --backend django.core.cache.backends.locmem.LocMemCache
+    python scripts/django_suite.py \
+        --backend django.core.cache.backends.locmem.LocMemCache
 """
 
 from __future__ import annotations
@@ -244,7 +245,8 @@ def main() -> int:
         epilog="Arguments after -- go to Django's runtests.py (e.g. -- -k cull).",
     )
     parser.add_argument("--backend", default=DEFAULT_BACKEND,
-                        help=f"dotted path of the backend class (default {DEFAULT_BACKEND})")
+                        help="dotted path of the backend class "
+                             f"(default {DEFAULT_BACKEND})")
     parser.add_argument("--extra-modules", nargs="+", action="extend", default=[],
                         metavar="LABEL", help="more runtests.py test labels to run")
     parser.add_argument("--only", nargs="+", metavar="LABEL",
@@ -258,7 +260,9 @@ def main() -> int:
     parser.add_argument("runtests_args", nargs=argparse.REMAINDER,
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
-    extra = args.runtests_args[1:] if args.runtests_args[:1] == ["--"] else args.runtests_args
+    extra = args.runtests_args
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
 
     import django
 
@@ -293,7 +297,8 @@ def main() -> int:
         tmp_path.write_text(text)
         os.replace(tmp_path, settings_path)
 
-    labels = (args.only or resolve_default_labels(tests_dir, version)) + args.extra_modules
+    labels = args.only or resolve_default_labels(tests_dir, version)
+    labels = labels + args.extra_modules
     cmd = [sys.executable, "runtests.py", f"--settings={settings_name}",
            f"--parallel={args.parallel}", "-v", str(args.verbosity),
            *extra, *labels]

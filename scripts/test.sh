@@ -4,6 +4,7 @@
 # From a fresh clone (only python3 and gcc assumed) it builds everything it needs and runs,
 # stopping at the first failing stage:
 #   setup      fresh venv .venv-test, requirements/test.txt, the extension built into it
+#   lint       ruff check (Python sources: package, tests, scripts, bench, example)
 #   C tests    make -C csrc/tests test test-sanitize [test-valgrind]
 #   pytest     our test suite
 #   Django     Django's own cache test suite with LocMemCache replaced by FastCache, then
@@ -164,6 +165,7 @@ setup() {
 }
 
 stage "setup: venv + build" setup
+stage "lint: ruff" "$VENV/bin/ruff" check .
 stage "C table tests" c_tests
 stage "pytest" run_pytest "$VENV/bin/python"
 stage "Django cache suite" run_django_suite "$VENV/bin/python"

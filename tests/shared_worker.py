@@ -20,6 +20,10 @@ fork_preload  gunicorn --preload style: the cache is mapped before fork, the
               children read and incr, the parent sees their writes.
 fork_hammer   forks while a thread of the parent hammers the shared cache; the
               children must not deadlock.
+torn_reads    forked readers get small values (read without the lock) while
+              forked writers rewrite them in place with other lengths, delete,
+              re-add, incr and clear; every value read must be one a writer
+              wrote.
 
 Hangs: the scenario parents dump their stacks on SIGALRM (an alarm armed
 as a watchdog) and the test kills the whole process group at its deadline.
@@ -143,6 +147,9 @@ class Server:
 
     def h_stats(self):
         return self.cache.stats()
+
+    def h_ring(self):
+        return self.cache._fc.store._ring()
 
     def h_acquire(self):
         return self.cache._lock.acquire()
@@ -503,6 +510,103 @@ def fork_hammer(cfg: dict) -> int:
     return 0
 
 
+def small_value(key: str, n: int) -> str:
+    """A value under 256 bytes (read without the lock) that names its key and
+    whose length depends on n, so an overwrite in place changes the length."""
+    return f"{key}|{n}|" + "x" * (n % 180)
+
+
+def small_value_problem(key: str, value) -> str | None:
+    if type(value) is int and key.startswith("c") and value >= 0:
+        return None
+    if type(value) is not str:
+        return f"{key!r} holds {value!r:.100}"
+    k, _, rest = value.partition("|")
+    n, _, pad = rest.partition("|")
+    if k != key or not n.isdigit() or pad != "x" * (int(n) % 180):
+        return f"{key!r} holds a torn or foreign value {value!r:.100}"
+    return None
+
+
+def torn_reads(cfg: dict) -> int:
+    cache = open_cache(cfg["location"], {"OPTIONS": {"MAX_BYTES": 2**20,
+                                                     "MAX_ENTRIES": 64}})
+    keys = [f"t{i}" for i in range(24)] + ["c0", "c1"]
+    cache.clear()
+    deadline = time.monotonic() + cfg["seconds"]
+    pids = []
+    for role, idx in [("r", i) for i in range(cfg["readers"])] + [
+        ("w", i) for i in range(cfg["writers"])
+    ]:
+        r_fd, w_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r_fd)
+            child_watchdog(int(cfg["seconds"]) + 20)
+            rnd = random.Random(idx * 2 + (role == "w"))
+            reads = hits = 0
+            problems: list[str] = []
+            n = 0
+            try:
+                while time.monotonic() < deadline:
+                    for _ in range(200):
+                        key = rnd.choice(keys)
+                        if role == "r":
+                            v = cache.get(key)
+                            reads += 1
+                            if v is not None:
+                                hits += 1
+                                problem = small_value_problem(key, v)
+                                if problem and len(problems) < 5:
+                                    problems.append(problem)
+                            continue
+                        n += 1
+                        op = rnd.random()
+                        if key.startswith("c"):
+                            cache.add(key, 0)
+                            try:
+                                cache.incr(key)
+                            except ValueError:
+                                pass
+                        elif op < 0.75:
+                            cache.set(key, small_value(key, n + rnd.randrange(180)))
+                        elif op < 0.9:
+                            cache.delete(key)
+                        elif op < 0.999:
+                            cache.add(key, small_value(key, n))
+                        else:
+                            cache.clear()
+                code = 0
+            except BaseException:
+                problems.append(traceback.format_exc())
+                code = 1
+            os.write(w_fd, json.dumps([role, reads, hits, problems]).encode())
+            os._exit(code)
+        os.close(w_fd)
+        pids.append((pid, r_fd))
+    reports = []
+    for _pid, r_fd in pids:
+        chunks = []
+        while True:
+            b = os.read(r_fd, 65536)
+            if not b:
+                break
+            chunks.append(b)
+        os.close(r_fd)
+        reports.append(json.loads(b"".join(chunks) or b'["?", 0, 0, ["no report"]]'))
+    statuses = wait_children([pid for pid, _ in pids], 20)
+    result = {
+        "statuses": statuses,
+        "reads": sum(r[1] for r in reports if r[0] == "r"),
+        "hits": sum(r[2] for r in reports if r[0] == "r"),
+        "problems": [p for r in reports for p in r[3]],
+        "stats": cache.stats(),
+        "check": cache._fc.store.check(),
+    }
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     setup_django()
     mode = argv[1]
@@ -512,9 +616,12 @@ def main(argv: list[str]) -> int:
     cfg = json.loads(argv[2])
     faulthandler.register(signal.SIGALRM, all_threads=True)
     signal.alarm(cfg.get("watchdog", 60))
-    return {"killer": killer, "fork_preload": fork_preload, "fork_hammer": fork_hammer}[
-        mode
-    ](cfg)
+    return {
+        "killer": killer,
+        "fork_preload": fork_preload,
+        "fork_hammer": fork_hammer,
+        "torn_reads": torn_reads,
+    }[mode](cfg)
 
 
 if __name__ == "__main__":

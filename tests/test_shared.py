@@ -41,6 +41,7 @@ from django.core.cache.backends.locmem import LocMemCache  # noqa: E402
 
 import django_fastcache.backend as backend  # noqa: E402
 from django_fastcache import (  # noqa: E402
+    FastCache,
     SharedMemoryCache,
     remove_segment,
     segment_path,
@@ -503,6 +504,51 @@ def test_concurrent_add_has_exactly_one_winner_per_key(shm):
 
 # --------------------------------------------------------------------------
 # 3. Killed writers
+
+
+def test_gets_without_the_lock_never_see_a_torn_value(shm):
+    """Six readers (four with a ring of the 1 MiB segment's four, two on the
+    locked path) get small values while two writers rewrite them in place
+    with other lengths, delete, add, incr and clear: every value read is one
+    that was written, and the hits are counted."""
+    cfg = {"location": shm.loc(), "readers": 6, "writers": 2, "seconds": 3,
+           "watchdog": 50}
+    result = shm.run("torn_reads", cfg, timeout=60)
+    assert result["statuses"] == ["ok"] * 8, result
+    assert result["problems"] == [], result
+    assert result["check"] == 0
+    assert result["reads"] > 10_000, result
+    assert result["hits"] > 1_000, result
+    assert result["stats"]["hits"] >= result["hits"], result
+
+
+def test_each_process_reads_through_a_ring_of_its_own(shm):
+    loc = shm.loc()
+    a = shm.cache(loc)
+    a.set("k", "v")
+    assert a.get("k") == "v"
+    ring = a._fc.store._ring()
+    assert ring >= 0
+    b = shm.peer(loc)
+    assert b.call("get", "k") == "v"
+    other = b.call("!ring")
+    assert other >= 0 and other != ring
+    # a forked child never logs to its parent's ring
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = a.get("k") == "v" and a._fc.store._ring() not in (-1, ring, other)
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == b"1"
+    # a FastCache has none
+    assert FastCache(f"private-{loc}", {})._fc.store._ring() == -1
 
 
 def test_writers_killed_at_random_moments_never_leave_garbage(shm):
