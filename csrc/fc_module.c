@@ -183,9 +183,20 @@ typedef struct {
 /* Forks of this process, counted in the child (pthread_atfork), so that a
  * store never logs to a ring its parent owns. */
 static unsigned long fc_forks;
-static pthread_once_t fc_atfork_once = PTHREAD_ONCE_INIT;
+static pthread_once_t fc_setup_once = PTHREAD_ONCE_INIT;
 static void count_fork(void) { fc_forks++; }
-static void register_atfork(void) { (void)pthread_atfork(NULL, NULL, count_fork); }
+
+/* Gets without the lock order their uses by CLOCK_MONOTONIC stamps, which
+ * needs a clock finer than one operation: on a host whose clock is coarser
+ * than a microsecond every get takes the lock instead. */
+static int fc_fine_clock;
+static void process_setup(void)
+{
+    struct timespec res;
+    fc_fine_clock = clock_getres(CLOCK_MONOTONIC, &res) == 0 && res.tv_sec == 0 &&
+                    res.tv_nsec <= 1000;
+    (void)pthread_atfork(NULL, NULL, count_fork);
+}
 
 static int pid_alive(uint64_t pid)
 {
@@ -1167,11 +1178,11 @@ static int store_ring(StoreObject *s)
         return s->ring;
     if (s->ring == RING_BUSY && s->ring_forks == fc_forks && ++s->ring_retry % RING_RETRY)
         return -1;
-    pthread_once(&fc_atfork_once, register_atfork);
+    pthread_once(&fc_setup_once, process_setup);
     uint64_t pid = (uint64_t)getpid();
     s->ring_forks = fc_forks;
-    s->ring = fc_ring_claim(&s->table, pid);
-    if (s->ring < 0 && fc_table_trylock(&s->table) == FC_OK) {
+    s->ring = fc_fine_clock ? fc_ring_claim(&s->table, pid) : -1;
+    if (s->ring < 0 && fc_fine_clock && fc_table_trylock(&s->table) == FC_OK) {
         int freed = fc_rings_reclaim_lock_held(&s->table, pid_alive);
         fc_table_unlock(&s->table);
         if (freed)
