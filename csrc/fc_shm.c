@@ -322,10 +322,11 @@ static int init_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t e
     h->table = ALIGN_UP(sizeof(fc_shm_header), 64);
     h->buckets = ALIGN_UP(h->table + sizeof(fc_header), 64);
     h->nbuckets = nb;
-    /* One ring per process reading without the lock (fc_table.h): 4 for a
-     * 1 MiB segment, one more per 256 KiB, at most 64 (2.4% of the size). */
-    uint64_t nrings = s->size >> 18;
-    nrings = nrings < 4 ? 4 : nrings > 64 ? 64 : nrings;
+    /* One ring per process reading without the lock (fc_table.h), taking
+     * at most 1/32 of the segment: 1 for 1 MiB, 10 for 8 MiB, 64 (the
+     * most) from 50 MiB.  Processes beyond that take the lock to read. */
+    uint64_t nrings = s->size / (32 * fc_rings_size(1));
+    nrings = nrings < 1 ? 1 : nrings > 64 ? 64 : nrings;
     fc_off rings = ALIGN_UP(h->buckets + nb * sizeof(fc_off), 64);
     h->arena_start = ALIGN_UP(rings + fc_rings_size(nrings), 64);
     h->arena_end = s->size & ~(uint64_t)63;

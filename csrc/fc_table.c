@@ -331,8 +331,8 @@ static void discard_uses(fc_table *t)
 
 int fc_ring_claim(fc_table *t, uint64_t owner)
 {
-    fc_ring *r = rings(t);
-    for (uint64_t i = 0; i < t->h->nrings; i++) {
+    fc_ring *r = t->ro_rings;
+    for (uint64_t i = 0; i < t->ro_nrings; i++) {
         uint64_t free_ = 0;
         if (__atomic_load_n(&r[i].owner, __ATOMIC_RELAXED) == 0 &&
             __atomic_compare_exchange_n(&r[i].owner, &free_, owner, 0, __ATOMIC_ACQ_REL,
@@ -344,8 +344,8 @@ int fc_ring_claim(fc_table *t, uint64_t owner)
 
 void fc_ring_release(fc_table *t, int ring)
 {
-    if (ring >= 0 && (uint64_t)ring < t->h->nrings)
-        __atomic_store_n(&rings(t)[ring].owner, 0, __ATOMIC_RELEASE);
+    if (ring >= 0 && (uint64_t)ring < t->ro_nrings)
+        __atomic_store_n(&t->ro_rings[ring].owner, 0, __ATOMIC_RELEASE);
 }
 
 int fc_rings_reclaim_lock_held(fc_table *t, int (*alive)(uint64_t owner))
@@ -815,8 +815,7 @@ static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf,
                       int *vtype, size_t *vlen, uint64_t *gen, fc_off *eo_out)
 {
     const fc_mem *m = t->mem;
-    const fc_off *b = FC_PTR(m, t->h->buckets);
-    fc_off eo = LOAD(&b[k->hash & (t->h->nbuckets - 1)]);
+    fc_off eo = LOAD(&t->ro_buckets[k->hash & t->ro_mask]);
     for (int steps = 0; eo; steps++) {
         if (steps == OPT_CHAIN || eo < m->lo || eo > m->hi - sizeof(fc_entry))
             return -1;
@@ -852,9 +851,9 @@ int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *
                       size_t bufcap, int *vtype, size_t *vlen, uint64_t *gen)
 {
     fc_header *h = t->h;
-    if (!h->shared || ring < 0 || (uint64_t)ring >= h->nrings)
+    if (t->ro_buckets == NULL || ring < 0 || (uint64_t)ring >= t->ro_nrings)
         return FC_ELOCK;
-    fc_ring *r = &rings(t)[ring];
+    fc_ring *r = &t->ro_rings[ring];
     for (int i = 0; i < OPT_TRIES; i++) {
         uint64_t s1 = __atomic_load_n(&h->seq, __ATOMIC_ACQUIRE);
         if (s1 & 1) {
@@ -1022,6 +1021,15 @@ static int mutex_init(fc_header *h)
     return rc;
 }
 
+static void cache_layout(fc_table *t)
+{
+    const fc_header *h = t->h;
+    t->ro_buckets = h->shared ? FC_PTR(t->mem, h->buckets) : NULL;
+    t->ro_mask = h->nbuckets - 1;
+    t->ro_rings = h->nrings ? rings(t) : NULL;
+    t->ro_nrings = h->nrings;
+}
+
 /* The rest of a new table's header (its lock is set up already); the magic
  * goes in last, so a half-made shared table never looks like one. */
 static void attach_new(fc_table *t, fc_mem *mem, fc_header *h, fc_off buckets,
@@ -1036,6 +1044,7 @@ static void attach_new(fc_table *t, fc_mem *mem, fc_header *h, fc_off buckets,
     t->stats_off = 0;
     t->clock = mono_ns;
     h->root.prev = h->root.next = root_off(t);
+    cache_layout(t);
     h->magic = FC_MAGIC;
 }
 
@@ -1156,5 +1165,6 @@ int fc_table_attach(fc_table *t, fc_mem *mem, fc_off hdr)
     t->h = h;
     t->stats_off = 0;
     t->clock = mono_ns;
+    cache_layout(t);
     return FC_OK;
 }

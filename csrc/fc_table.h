@@ -144,7 +144,7 @@ typedef struct fc_stats {
  * stamp is older than the last drain is dropped (`drained_at`): it is such
  * a retried read's, and applying it would break the rule that entries on
  * the queue were used after every entry already ordered. */
-#define FC_RING_LEN 256
+#define FC_RING_LEN 1024
 
 typedef struct fc_use {
     fc_off off;
@@ -196,6 +196,14 @@ typedef struct fc_table {
     /* Stamps for the LRU order of shared tables: CLOCK_MONOTONIC in
      * nanoseconds (tests may substitute their own). */
     uint64_t (*clock)(void);
+    /* A shared table's fixed layout (it never grows its buckets), copied
+     * when the table is set up or attached, so that a reader without the
+     * lock touches no header cache line a lock holder writes.  ro_buckets
+     * is NULL for a private table. */
+    const fc_off *ro_buckets;
+    uint64_t ro_mask;
+    fc_ring *ro_rings;
+    uint64_t ro_nrings;
 } fc_table;
 
 /* Results of table operations. */

@@ -361,13 +361,15 @@ def test_stats_and_lock_are_shared_across_processes(shm):
     assert b.call("get", "x") == 2
 
 
-def test_lru_culling_across_processes_matches_one_locmem_process(shm):
+@pytest.mark.parametrize("max_bytes", [MiB, 8 * MiB], ids=["one-ring", "ten-rings"])
+def test_lru_culling_across_processes_matches_one_locmem_process(shm, max_bytes):
     """Two processes interleave operations on a table with MAX_ENTRIES=6; the
     keys left, and their LRU order, are what one LocMemCache gets from the
-    same sequence."""
+    same sequence.  With one ring only the first reader gets without the
+    lock; with ten, both do, and their logged uses must order the same."""
     loc = shm.loc()
-    a = shm.cache(loc, MAX_ENTRIES=6, CULL_FREQUENCY=3)
-    b = shm.peer(loc, MAX_ENTRIES=6, CULL_FREQUENCY=3)
+    a = shm.cache(loc, MAX_ENTRIES=6, CULL_FREQUENCY=3, MAX_BYTES=max_bytes)
+    b = shm.peer(loc, MAX_ENTRIES=6, CULL_FREQUENCY=3, MAX_BYTES=max_bytes)
     ref = LocMemCache(
         f"ref-{loc}", {"OPTIONS": {"MAX_ENTRIES": 6, "CULL_FREQUENCY": 3}}
     )
@@ -507,7 +509,7 @@ def test_concurrent_add_has_exactly_one_winner_per_key(shm):
 
 
 def test_gets_without_the_lock_never_see_a_torn_value(shm):
-    """Six readers (four with a ring of the 1 MiB segment's four, two on the
+    """Six readers (five with a ring of the 4 MiB segment's five, one on the
     locked path) get small values while two writers rewrite them in place
     with other lengths, delete, add, incr and clear: every value read is one
     that was written, and the hits are counted."""
@@ -524,12 +526,12 @@ def test_gets_without_the_lock_never_see_a_torn_value(shm):
 
 def test_each_process_reads_through_a_ring_of_its_own(shm):
     loc = shm.loc()
-    a = shm.cache(loc)
+    a = shm.cache(loc, MAX_BYTES=8 * MiB)  # ten rings
     a.set("k", "v")
     assert a.get("k") == "v"
     ring = a._fc.store._ring()
     assert ring >= 0
-    b = shm.peer(loc)
+    b = shm.peer(loc, MAX_BYTES=8 * MiB)
     assert b.call("get", "k") == "v"
     other = b.call("!ring")
     assert other >= 0 and other != ring
@@ -547,8 +549,15 @@ def test_each_process_reads_through_a_ring_of_its_own(shm):
     os.close(r)
     os.waitpid(pid, 0)
     assert got == b"1"
-    # a FastCache has none
+    # a FastCache has none; a 1 MiB segment has one ring: the second
+    # process to read there takes the lock, with the same results
     assert FastCache(f"private-{loc}", {})._fc.store._ring() == -1
+    small = shm.loc()
+    c = shm.cache(small)
+    c.set("k", 1)
+    assert c.get("k") == 1 and c._fc.store._ring() == 0
+    d = shm.peer(small)
+    assert d.call("get", "k") == 1 and d.call("!ring") == -1
 
 
 def test_writers_killed_at_random_moments_never_leave_garbage(shm):

@@ -411,6 +411,7 @@ static void run_stream(const uint8_t *data, size_t size)
         memset(FC_PTR(&mem, rings), 0, fc_rings_size(FUZZ_RINGS));
         t.h->rings = rings;
         t.h->nrings = FUZZ_RINGS;
+        REQUIRE(fc_table_attach(&t, &mem, FC_OFF(&mem, t.h)) == FC_OK); /* sees them */
         REQUIRE(fc_ring_claim(&t, 100) == 0);
         REQUIRE(fc_ring_claim(&t, 200) == 1);
     }
@@ -670,6 +671,7 @@ static void run_stream(const uint8_t *data, size_t size)
         fc_ring_release(&t, 0);
         fc_ring_release(&t, 1);
         t.h->nrings = 0;
+        t.h->rings = 0;
         mem.free(&mem, rings, fc_rings_size(FUZZ_RINGS));
     }
     fc_table_destroy(&t);

@@ -1812,7 +1812,7 @@ static void test_offsets(void)
         memcpy(copy, (void *)mem.base, size);
         fc_mem mem2 = mem;
         mem2.base = (uintptr_t)copy;
-        fc_table t2 = {&mem2, FC_PTR(&mem2, FC_OFF(&mem, t.h)), 0, t.clock};
+        fc_table t2 = {.mem = &mem2, .h = FC_PTR(&mem2, FC_OFF(&mem, t.h)), .clock = t.clock};
         CHECK_TABLE(&t2);
         order_str(&t2, after, sizeof after);
         CHECK(strcmp(before, after) == 0);
@@ -2007,7 +2007,8 @@ static void test_reinit_lock_after_fork(void)
 }
 
 /* A shared table at fixed offsets of an arena (fc_table_init_at), the way
- * a segment is laid out, with TEST_RINGS rings; returns the header offset. */
+ * a segment is laid out, with TEST_RINGS rings when the arena is at least
+ * 1 MiB; returns the header offset. */
 #define TEST_RINGS 4
 static fc_off shared_table_new(fc_table *t, fc_mem *mem, size_t size, uint64_t nbuckets)
 {
@@ -2017,10 +2018,11 @@ static fc_off shared_table_new(fc_table *t, fc_mem *mem, size_t size, uint64_t n
     }
     fc_off hdr = arena_alloc(mem, sizeof(fc_header));
     fc_off buckets = arena_alloc(mem, nbuckets * sizeof(fc_off));
-    fc_off rings = arena_alloc(mem, fc_rings_size(TEST_RINGS));
+    uint64_t nrings = size >= (1 << 20) ? TEST_RINGS : 0; /* small arenas: none */
+    fc_off rings = nrings ? arena_alloc(mem, fc_rings_size(nrings)) : 0;
     arena_fix(mem);
-    mem->lo = FC_OFF(mem, (char *)FC_PTR(mem, rings) + fc_rings_size(TEST_RINGS));
-    int rc = fc_table_init_at(t, mem, hdr, buckets, nbuckets, rings, TEST_RINGS, 31, 32);
+    mem->lo = arena_of(mem)->used;
+    int rc = fc_table_init_at(t, mem, hdr, buckets, nbuckets, rings, nrings, 31, 32);
     if (rc != FC_OK) {
         fprintf(stderr, "fc_table_init_at failed: %d\n", rc);
         exit(2);
