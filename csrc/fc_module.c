@@ -1677,10 +1677,35 @@ static PyObject *handle_get_many(HandleObject *self, PyObject *const *args, Py_s
         PyErr_NoMemory();
         goto done;
     }
-    if (handle_lock(self) < 0)
-        goto done;
+    /* A shared store answers keys without the lock, in order, up to the
+     * first it cannot (then that one and the rest under the lock, so the
+     * uses stay in the order of the keys, as LocMemCache's get() loop). */
+    Py_ssize_t start = 0;
+    int drain = 0;
+    if (self->store->shared) {
+        for (; start < b.n; start++) {
+            fc_key k = fkey(&b.keys[start]);
+            int rc = store_get_optimistic(self->store, &k, now, &cs[start]);
+            if (rc == FC_OK)
+                found[start] = 1;
+            else if (rc != FC_MISS) {
+                drain = rc == FC_EFULL;
+                break;
+            }
+        }
+        if (failed) /* the uses are made, the values are not wanted */
+            for (Py_ssize_t i = 0; i < start; i++)
+                if (found[i]) {
+                    found[i] = 0;
+                    copied_release(&cs[i]);
+                }
+    }
     int oom = 0;
-    for (Py_ssize_t i = 0; i < b.n; i++) {
+    if (start < b.n && handle_lock(self) < 0)
+        goto done;
+    if (drain)
+        fc_rings_drain_lock_held(TBL(self));
+    for (Py_ssize_t i = start; i < b.n; i++) {
         fc_key k = fkey(&b.keys[i]);
         fc_entry *e = fc_get_lock_held(TBL(self), &k, now, 1);
         if (e != NULL && !failed) {
@@ -1690,7 +1715,8 @@ static PyObject *handle_get_many(HandleObject *self, PyObject *const *args, Py_s
                 found[i] = 1;
         }
     }
-    handle_unlock(self);
+    if (start < b.n)
+        handle_unlock(self);
     if (failed)
         goto done;
     if (oom) {

@@ -1063,7 +1063,9 @@ def test_random_operations_match_locmem(shm, seed, max_entries, cull_frequency):
     shared = shm.cache(shm.loc(), **options)
     rnd = random.Random(seed)
     keys = [f"k{i}" for i in range(10)] + [7, "sp"]
-    values = [0, 1, -5, 2.5, "s", b"b", None, True, [1, 2], {"a": 1}, 10**30]
+    # "L" * 300 is too large to be read without the lock: get and get_many
+    # then finish under it, and the LRU order must still be LocMemCache's.
+    values = [0, 1, -5, 2.5, "s", b"b", None, True, [1, 2], {"a": 1}, 10**30, "L" * 300]
     timeouts = [DEFAULT_TIMEOUT, None, 0, -1, 1, 5, 30, 0.5]
     clock = FakeClock()
 
