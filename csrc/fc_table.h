@@ -40,7 +40,10 @@
  * when the table lives in a shared segment).  Functions named *_lock_held
  * must be called with it held; they never block, call back or allocate
  * anything but table memory.  Callers (the Python binding) encode values
- * before taking the lock and decode copies after releasing it.
+ * before taking the lock and decode copies after releasing it.  A shared
+ * table can also be read without the lock (fc_get_optimistic; the rings
+ * below), which every lock holder allows for by keeping `seq` odd while it
+ * holds the lock.
  *
  * Invariants (checked by fc_table_check, and after every mutation in
  * FC_DEBUG builds):
