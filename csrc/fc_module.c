@@ -1405,11 +1405,24 @@ static PyObject *handle_has_key(HandleObject *self, PyObject *const *args, Py_ss
     double now;
     if (make_key(self, args[0], args[1], &mk) < 0)
         return NULL;
-    if (get_now(st, &now) < 0 || handle_lock(self) < 0) {
+    if (get_now(st, &now) < 0) {
         made_key_release(&mk);
         return NULL;
     }
     fc_key k = fkey(&mk);
+    if (self->store->shared) {
+        int ring = store_ring(self->store);
+        int rc = ring < 0 ? FC_ELOCK
+                          : fc_get_optimistic(TBL(self), ring, &k, now, NULL, 0, NULL, NULL, NULL);
+        if (rc == FC_OK || rc == FC_MISS) {
+            made_key_release(&mk);
+            return PyBool_FromLong(rc == FC_OK);
+        }
+    }
+    if (handle_lock(self) < 0) {
+        made_key_release(&mk);
+        return NULL;
+    }
     fc_entry *e = fc_get_lock_held(TBL(self), &k, now, 0);
     handle_unlock(self);
     made_key_release(&mk);

@@ -827,17 +827,19 @@ static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf,
                 return -1;
             if (k->n && memcmp(e->data, k->p, k->n) != 0)
                 goto next;
-            if (n > bufcap)
+            if (buf != NULL && n > bufcap)
                 return -1;
             double expires;
             __atomic_load(&e->expires, &expires, __ATOMIC_RELAXED);
             if (!LOAD(&e->never) && expires <= now)
                 return -1; /* expired: removing it needs the lock */
-            if (n)
-                memcpy(buf, e->data + klen, n);
-            *vtype = LOAD(&e->vtype);
-            *vlen = n;
-            *gen = LOAD(&e->gen);
+            if (buf != NULL) {
+                if (n)
+                    memcpy(buf, e->data + klen, n);
+                *vtype = LOAD(&e->vtype);
+                *vlen = n;
+                *gen = LOAD(&e->gen);
+            }
             *eo_out = eo;
             return 1;
         }
@@ -862,7 +864,7 @@ int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *
         }
         fc_off eo = 0;
         int found = opt_lookup(t, k, now, buf, bufcap, vtype, vlen, gen, &eo);
-        if (found == 1) {
+        if (found == 1 && buf != NULL) {
             uint64_t head = r->head;
             if (head - __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) >= FC_RING_LEN)
                 return FC_EFULL;

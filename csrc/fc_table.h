@@ -300,7 +300,8 @@ void fc_rings_drain_lock_held(fc_table *t);
  * FC_MISS: no such key.  FC_EFULL: the ring is full (drain it under the
  * lock).  FC_ELOCK: not decided without the lock (writers kept the table
  * busy, the entry has expired, or its value is larger than bufcap): take
- * the lock and do it the usual way. */
+ * the lock and do it the usual way.  With buf NULL it only tells whether a
+ * live entry exists (has_key: not a use, nothing logged or copied). */
 int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *buf,
                       size_t bufcap, int *vtype, size_t *vlen, uint64_t *gen);
 

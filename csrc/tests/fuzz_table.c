@@ -445,6 +445,18 @@ static void run_stream(const uint8_t *data, size_t size)
         }
         int i = m_find(&m, key);
         int rc = 0;
+        if (shared && op == 6 && (u8(&r) & 1)) {
+            /* has_key without the lock: no use, nothing copied */
+            TRACE("optimistic has_key key=%d", key);
+            rc = fc_get_optimistic(&t, 0, &k, now, NULL, 0, NULL, NULL, NULL);
+            if (rc == FC_ELOCK) {
+                REQUIRE(i >= 0 && m_expired(&m.e[i], now)); /* then the locked one */
+            }
+            else {
+                REQUIRE(rc == (i >= 0 ? FC_OK : FC_MISS));
+                op = -1;
+            }
+        }
         if (shared && op == 5) {
             /* a get without the lock, through one of the rings */
             int ring = u8(&r) & 1;

@@ -2170,6 +2170,13 @@ static void test_optimistic_get(void)
     fc_stats_sum(&t, &st);
     CHECK_EQ(st.hits + st.misses + st.sets, 0);
 
+    /* existence only (has_key): not a use */
+    fc_key kc = ks(&t, "c");
+    CHECK_EQ(fc_get_optimistic(&t, 0, &kc, NOW, NULL, 0, NULL, NULL, NULL), FC_OK);
+    fc_key kz = ks(&t, "zz");
+    CHECK_EQ(fc_get_optimistic(&t, 0, &kz, NOW, NULL, 0, NULL, NULL, NULL), FC_MISS);
+    CHECK_ORDER(&t, "e c a");
+
     /* undecided without the lock: expired, too large, lock held */
     sset(&t, "x", "old", 0, NOW - 1);
     CHECK_EQ(oget(&t, 0, "x", buf, sizeof buf), FC_ELOCK);
