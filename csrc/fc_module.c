@@ -92,8 +92,8 @@ typedef struct {
     PyObject *key_warning;     /* CacheKeyWarning */
     PyObject *pickle_dumps;
     PyObject *pickle_loads;
-    PyObject *time_dict;       /* the time module's __dict__ */
-    PyObject *time_time;       /* the original time.time */
+    PyObject *time_dict; /* the time module's __dict__ */
+    PyObject *time_time; /* the original time.time */
     PyObject *str_time;
     PyObject *str_make_and_validate_key;
     PyObject *str_get_backend_timeout;
@@ -158,7 +158,7 @@ typedef struct {
     PyObject_HEAD
     fc_mem mem;
     fc_table table;
-    fc_shm shm;    /* mapped segment, for a shared store */
+    fc_shm shm; /* mapped segment, for a shared store */
     int shared;
     PyObject *path;
     /* The lock as taken by Python code (cache._lock.acquire()): how many
@@ -193,8 +193,8 @@ static int fc_fine_clock;
 static void process_setup(void)
 {
     struct timespec res;
-    fc_fine_clock = clock_getres(CLOCK_MONOTONIC, &res) == 0 && res.tv_sec == 0 &&
-                    res.tv_nsec <= 1000;
+    fc_fine_clock =
+        clock_getres(CLOCK_MONOTONIC, &res) == 0 && res.tv_sec == 0 && res.tv_nsec <= 1000;
     (void)pthread_atfork(NULL, NULL, count_fork);
 }
 
@@ -275,8 +275,9 @@ static PyObject *store_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (rc != FC_OK) {
         self->table.h = NULL;
         Py_DECREF(self);
-        return rc == FC_ENOMEM ? PyErr_NoMemory()
-                               : PyErr_Format(PyExc_RuntimeError, "fastcache: cannot create a table");
+        return rc == FC_ENOMEM
+                   ? PyErr_NoMemory()
+                   : PyErr_Format(PyExc_RuntimeError, "fastcache: cannot create a table");
     }
     return (PyObject *)self;
 }
@@ -310,8 +311,8 @@ static PyObject *store_shared(PyTypeObject *type, PyObject *const *args, Py_ssiz
     char err[512];
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = fc_shm_open(&self->shm, &self->mem, &self->table, PyBytes_AS_STRING(path), max_bytes,
-                     err, sizeof err);
+    rc = fc_shm_open(&self->shm, &self->mem, &self->table, PyBytes_AS_STRING(path), max_bytes, err,
+                     sizeof err);
     Py_END_ALLOW_THREADS
     if (rc != 0) {
         self->table.h = NULL;
@@ -378,12 +379,9 @@ static void copied_release(copied *c)
 static PyObject *decode_value(fc_state *st, int vtype, const char *p, size_t n)
 {
     switch (vtype) {
-    case FC_VT_NONE:
-        Py_RETURN_NONE;
-    case FC_VT_TRUE:
-        Py_RETURN_TRUE;
-    case FC_VT_FALSE:
-        Py_RETURN_FALSE;
+    case FC_VT_NONE: Py_RETURN_NONE;
+    case FC_VT_TRUE: Py_RETURN_TRUE;
+    case FC_VT_FALSE: Py_RETURN_FALSE;
     case FC_VT_INT64: {
         int64_t v;
         memcpy(&v, p, sizeof v);
@@ -394,10 +392,8 @@ static PyObject *decode_value(fc_state *st, int vtype, const char *p, size_t n)
         memcpy(&v, p, sizeof v);
         return PyFloat_FromDouble(v);
     }
-    case FC_VT_STR:
-        return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, NULL);
-    case FC_VT_BYTES:
-        return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    case FC_VT_STR: return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, NULL);
+    case FC_VT_BYTES: return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
     case FC_VT_PICKLE: {
         PyObject *b = PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
         if (b == NULL)
@@ -761,12 +757,12 @@ static PyType_Spec store_spec = {
 typedef struct {
     PyObject_HEAD
     StoreObject *store;
-    PyObject *owner;           /* weakref to the backend */
-    PyObject *key_prefix;      /* as assigned */
-    PyObject *version;         /* as assigned */
-    PyObject *default_timeout; /* as assigned */
-    PyObject *prefix_bytes;    /* str(key_prefix) in UTF-8 */
-    PyObject *version_bytes;   /* str(version) in UTF-8 */
+    PyObject *owner;                  /* weakref to the backend */
+    PyObject *key_prefix;             /* as assigned */
+    PyObject *version;                /* as assigned */
+    PyObject *default_timeout;        /* as assigned */
+    PyObject *prefix_bytes;           /* str(key_prefix) in UTF-8 */
+    PyObject *version_bytes;          /* str(version) in UTF-8 */
     Py_ssize_t prefix_cp, version_cp; /* lengths in code points */
     int prefix_ctl, version_ctl;      /* contain memcached-unsafe chars */
     int64_t max_entries;
@@ -818,8 +814,8 @@ static void made_key_release(made_key *mk)
 
 /* UTF-8 of one "%s" part: key or version.  Sets *p and *n (valid while *hold
  * or the object lives), *cp; *hold gets any new reference to release. */
-static int part_utf8(PyObject *obj, const char **p, Py_ssize_t *n, Py_ssize_t *cp,
-                     PyObject **hold, char *intbuf)
+static int part_utf8(PyObject *obj, const char **p, Py_ssize_t *n, Py_ssize_t *cp, PyObject **hold,
+                     char *intbuf)
 {
     *hold = NULL;
     if (PyLong_CheckExact(obj)) {
@@ -1091,8 +1087,7 @@ static int number_expiry(PyObject *timeout, double now, expiry *out)
     return (out->expires == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
-static int compute_expiry(fc_state *st, HandleObject *h, PyObject *timeout, double now,
-                          expiry *out)
+static int compute_expiry(fc_state *st, HandleObject *h, PyObject *timeout, double now, expiry *out)
 {
     if (!h->fast_timeout) {
         PyObject *owner = fc_weakref_get(h->owner);
@@ -1204,8 +1199,8 @@ static int store_get_optimistic(StoreObject *s, const fc_key *k, double now, cop
         return FC_ELOCK;
     int vtype;
     size_t n;
-    int rc = fc_get_optimistic(&s->table, ring, k, now, c->small, sizeof c->small, &vtype, &n,
-                               &c->gen);
+    int rc =
+        fc_get_optimistic(&s->table, ring, k, now, c->small, sizeof c->small, &vtype, &n, &c->gen);
     if (rc == FC_OK) {
         c->p = c->small;
         c->vtype = vtype;
@@ -1556,8 +1551,8 @@ static PyObject *handle_incr(HandleObject *self, PyObject *const *args, Py_ssize
 
 typedef struct {
     made_key *keys;
-    PyObject **objs;   /* the caller's keys (get_many's result keys) */
-    enc_value *vals;   /* set_many only */
+    PyObject **objs; /* the caller's keys (get_many's result keys) */
+    enc_value *vals; /* set_many only */
     Py_ssize_t n, cap;
 } batch;
 
@@ -1798,8 +1793,7 @@ static PyObject *handle_set_many(HandleObject *self, PyObject *const *args, Py_s
         for (Py_ssize_t i = 0; i < b.n && rc == FC_OK; i++) {
             fc_key k = fkey(&b.keys[i]);
             rc = fc_set_lock_held(TBL(self), &k, b.vals[i].vtype, b.vals[i].p, b.vals[i].n,
-                                  ex.never, ex.expires, self->max_entries,
-                                  self->cull_frequency);
+                                  ex.never, ex.expires, self->max_entries, self->cull_frequency);
         }
         handle_unlock(self);
     }
@@ -1896,8 +1890,8 @@ static int set_prefix(HandleObject *self, PyObject *value, void *Py_UNUSED(closu
 
 static int set_version(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
 {
-    return set_text_part(value, "version", &self->version, &self->version_bytes,
-                         &self->version_cp, &self->version_ctl);
+    return set_text_part(value, "version", &self->version, &self->version_bytes, &self->version_cp,
+                         &self->version_ctl);
 }
 
 static int set_default_timeout(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
@@ -2120,7 +2114,7 @@ static PyType_Spec handle_spec = {
 static PyObject *fc_configure(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"default_timeout", "validate_key", "key_warning",
-                             "pickle_dumps", "pickle_loads", NULL};
+                             "pickle_dumps",    "pickle_loads", NULL};
     PyObject *dt, *vk, *kw, *pd, *pl;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOO:configure", kwlist, &dt, &vk, &kw, &pd,
                                      &pl))

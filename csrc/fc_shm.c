@@ -19,7 +19,7 @@
 
 static const char SHM_MAGIC[8] = {'F', 'C', 'S', 'H', 'M', 'E', 'M', '1'};
 
-#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
+#define ALIGN_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
 
 static inline fc_shm_header *HDR(const fc_mem *mem) { return (fc_shm_header *)mem->base; }
 
@@ -29,18 +29,17 @@ static inline fc_shm_header *HDR(const fc_mem *mem) { return (fc_shm_header *)me
 #define INUSE 1u      /* this block is allocated */
 #define PREV_INUSE 2u /* the block just before this one is allocated */
 #define FLAGS 15u
-#define MIN_BLOCK 32u /* header, next, prev, footer */
-#define FIT_SCAN 16   /* list nodes examined for a best fit in the own class */
+#define MIN_BLOCK 32u     /* header, next, prev, footer */
+#define FIT_SCAN 16       /* list nodes examined for a best fit in the own class */
 #define FIT_SCAN_MAX 1024 /* ... and for any fit when no larger class has one */
 
 #ifdef FC_DEBUG
-#define SHM_ASSERT(cond)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: allocator assertion failed: %s\n",        \
-                    __FILE__, __LINE__, #cond);                                \
-            abort();                                                           \
-        }                                                                      \
+#define SHM_ASSERT(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: allocator assertion failed: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 #else
 #define SHM_ASSERT(cond) ((void)0)
@@ -404,8 +403,8 @@ int fc_shm_open(fc_shm *s, fc_mem *mem, fc_table *t, const char *path, uint64_t 
         }
         int rc = posix_fallocate(fd, 0, (off_t)max_bytes);
         if (rc != 0) {
-            fail(err, errlen, "cannot reserve %llu bytes for %s: %s",
-                 (unsigned long long)max_bytes, path, strerror(rc));
+            fail(err, errlen, "cannot reserve %llu bytes for %s: %s", (unsigned long long)max_bytes,
+                 path, strerror(rc));
             ftruncate(fd, 0);
             goto error;
         }

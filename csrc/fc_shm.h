@@ -100,7 +100,7 @@ void fc_shm_close(fc_shm *s);
  * consistent (and then *st, when not NULL, is filled), else a negative
  * number naming the first broken rule (see fc_shm.c). */
 typedef struct fc_shm_heap_stats {
-    uint64_t arena;       /* bytes from the first block to the sentinel */
+    uint64_t arena; /* bytes from the first block to the sentinel */
     uint64_t used_blocks, used_bytes;
     uint64_t free_blocks, free_bytes, largest_free;
 } fc_shm_heap_stats;

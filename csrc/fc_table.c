@@ -20,10 +20,10 @@
 
 /* Counters are plain increments under the lock; a process may switch them
  * off (the benchmark does, to show what they cost). */
-#define STAT_ADD(t, field, n)                                                  \
-    do {                                                                       \
-        if (!(t)->stats_off)                                                   \
-            (t)->h->stats.field += (n);                                        \
+#define STAT_ADD(t, field, n)           \
+    do {                                \
+        if (!(t)->stats_off)            \
+            (t)->h->stats.field += (n); \
     } while (0)
 #define STAT(t, field) STAT_ADD(t, field, 1)
 
@@ -62,6 +62,7 @@ void fc_mem_heap_init(fc_mem *mem)
 /* that keys chosen by a client cannot be made to collide.                   */
 
 #define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+/* clang-format off */
 #define SIPROUND                                                               \
     do {                                                                       \
         v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32);         \
@@ -69,6 +70,7 @@ void fc_mem_heap_init(fc_mem *mem)
         v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0;                               \
         v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32);         \
     } while (0)
+/* clang-format on */
 
 uint64_t fc_hash(const fc_table *t, const void *p, size_t n)
 {
@@ -120,10 +122,7 @@ static inline fc_off *bucket_slot(const fc_table *t, uint64_t hash)
     return &b[hash & (t->h->nbuckets - 1)];
 }
 
-static inline int expired(const fc_entry *e, double now)
-{
-    return !e->never && e->expires <= now;
-}
+static inline int expired(const fc_entry *e, double now) { return !e->never && e->expires <= now; }
 
 static void lru_unlink(fc_table *t, fc_entry *e)
 {
@@ -606,10 +605,7 @@ static int sizes_ok(const fc_key *k, size_t vlen)
 /* ------------------------------------------------------------------------ */
 /* Operations                                                               */
 
-fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k)
-{
-    return find(t, k, NULL);
-}
+fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k) { return find(t, k, NULL); }
 
 fc_entry *fc_get_lock_held(fc_table *t, const fc_key *k, double now, int lru)
 {
@@ -632,8 +628,8 @@ fc_entry *fc_get_lock_held(fc_table *t, const fc_key *k, double now, int lru)
     return e;
 }
 
-int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
-                     int never, double expires, int64_t max_entries, int64_t cull_frequency)
+int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen, int never,
+                     double expires, int64_t max_entries, int64_t cull_frequency)
 {
     if (!sizes_ok(k, vlen))
         return FC_EKEY;
@@ -669,9 +665,8 @@ int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, siz
     return FC_OK;
 }
 
-int fc_add_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
-                     int never, double expires, int64_t max_entries, int64_t cull_frequency,
-                     double now)
+int fc_add_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen, int never,
+                     double expires, int64_t max_entries, int64_t cull_frequency, double now)
 {
     fc_entry *e = find(t, k, NULL);
     if (e != NULL && !expired(e, now))
@@ -702,8 +697,8 @@ int fc_delete_lock_held(fc_table *t, const fc_key *k)
     return 1;
 }
 
-int fc_incr_lock_held(fc_table *t, const fc_key *k, int64_t delta, double now,
-                      int64_t *result, fc_entry **found)
+int fc_incr_lock_held(fc_table *t, const fc_key *k, int64_t delta, double now, int64_t *result,
+                      fc_entry **found)
 {
     fc_entry *e = fc_get_lock_held(t, k, now, 0);
     *found = e;
@@ -723,8 +718,8 @@ int fc_incr_lock_held(fc_table *t, const fc_key *k, int64_t delta, double now,
     return FC_OK;
 }
 
-int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype,
-                         const void *v, size_t vlen)
+int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype, const void *v,
+                         size_t vlen)
 {
     if (!sizes_ok(k, vlen))
         return FC_EKEY;
@@ -849,8 +844,8 @@ static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf,
     return 0;
 }
 
-int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *buf,
-                      size_t bufcap, int *vtype, size_t *vlen, uint64_t *gen)
+int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *buf, size_t bufcap,
+                      int *vtype, size_t *vlen, uint64_t *gen)
 {
     fc_header *h = t->h;
     if (t->ro_buckets == NULL || ring < 0 || (uint64_t)ring >= t->ro_nrings)
@@ -1034,8 +1029,8 @@ static void cache_layout(fc_table *t)
 
 /* The rest of a new table's header (its lock is set up already); the magic
  * goes in last, so a half-made shared table never looks like one. */
-static void attach_new(fc_table *t, fc_mem *mem, fc_header *h, fc_off buckets,
-                       uint64_t nbuckets, uint64_t seed0, uint64_t seed1)
+static void attach_new(fc_table *t, fc_mem *mem, fc_header *h, fc_off buckets, uint64_t nbuckets,
+                       uint64_t seed0, uint64_t seed1)
 {
     h->buckets = buckets;
     h->nbuckets = nbuckets;
@@ -1111,15 +1106,9 @@ static int locked(fc_table *t, int rc)
     return FC_OK;
 }
 
-int fc_table_lock(fc_table *t)
-{
-    return locked(t, pthread_mutex_lock(&t->h->lock));
-}
+int fc_table_lock(fc_table *t) { return locked(t, pthread_mutex_lock(&t->h->lock)); }
 
-int fc_table_trylock(fc_table *t)
-{
-    return locked(t, pthread_mutex_trylock(&t->h->lock));
-}
+int fc_table_trylock(fc_table *t) { return locked(t, pthread_mutex_trylock(&t->h->lock)); }
 
 int fc_table_timedlock(fc_table *t, const struct timespec *until)
 {

@@ -110,18 +110,18 @@ typedef struct fc_entry {
     fc_link lru; /* first member: an entry's offset is its link's offset */
     fc_off hnext;
     uint64_t hash;
-    uint64_t gen;     /* table generation when the value was last written */
-    double expires;   /* meaningful only when !never */
+    uint64_t gen;   /* table generation when the value was last written */
+    double expires; /* meaningful only when !never */
     uint32_t klen;
     uint32_t vlen;
-    uint32_t cap;     /* bytes available after the header */
+    uint32_t cap; /* bytes available after the header */
     uint8_t vtype;
-    uint8_t never;    /* 1: no expiry (timeout None) */
-    uint8_t queued;   /* on the table's access queue (shared tables) */
-    uint8_t zombie;   /* removed, freed when the queue is next drained */
-    uint64_t stamp;   /* access clock value of the last use (shared tables) */
-    fc_off qnext;     /* next on the access queue */
-    char data[];      /* key bytes, then value bytes */
+    uint8_t never;  /* 1: no expiry (timeout None) */
+    uint8_t queued; /* on the table's access queue (shared tables) */
+    uint8_t zombie; /* removed, freed when the queue is next drained */
+    uint64_t stamp; /* access clock value of the last use (shared tables) */
+    fc_off qnext;   /* next on the access queue */
+    char data[];    /* key bytes, then value bytes */
 } fc_entry;
 
 typedef struct fc_stats {
@@ -160,34 +160,35 @@ typedef struct fc_ring {
     uint64_t hits, misses; /* answered without the lock (owner only) */
     uint64_t head;         /* uses written (owner; release) */
     char pad0_[32];
-    uint64_t tail;         /* uses drained (lock holder; release) */
+    uint64_t tail; /* uses drained (lock holder; release) */
     char pad1_[56];
     fc_use use[FC_RING_LEN];
 } fc_ring;
 
 typedef struct fc_header {
     uint64_t magic;
-    uint32_t shared;       /* process-shared robust lock; fixed buckets;
-                              entries evicted (LRU) when memory runs out */
-    uint32_t dirty;        /* 1 while a lock holder may be mid-write */
+    /* 1: a process-shared robust lock, fixed buckets, entries evicted (LRU)
+     * when memory runs out. */
+    uint32_t shared;
+    uint32_t dirty; /* 1 while a lock holder may be mid-write */
     pthread_mutex_t lock;
-    uint64_t clock;     /* access clock (shared tables) */
-    fc_off queue;       /* entries used since the LRU list was last ordered */
+    uint64_t clock; /* access clock (shared tables) */
+    fc_off queue;   /* entries used since the LRU list was last ordered */
     /* Shared tables: odd while a lock holder may be changing anything
      * (bumped on taking and on releasing the lock), for readers without the
      * lock.  Alone on its cache line: writers' lock traffic stays off it. */
     char pad0_[64];
     uint64_t seq;
     char pad1_[56];
-    fc_link root;       /* LRU sentinel */
-    fc_off buckets;     /* fc_off[nbuckets] */
-    uint64_t nbuckets;  /* power of two */
+    fc_link root;      /* LRU sentinel */
+    fc_off buckets;    /* fc_off[nbuckets] */
+    uint64_t nbuckets; /* power of two */
     uint64_t count;
-    uint64_t bytes;     /* sum of klen + vlen */
+    uint64_t bytes; /* sum of klen + vlen */
     uint64_t gen;
     uint64_t seed[2];
     fc_stats stats;
-    fc_off rings;        /* fc_ring[nrings] (shared tables; may be 0) */
+    fc_off rings; /* fc_ring[nrings] (shared tables; may be 0) */
     uint64_t nrings;
     uint64_t drained_at; /* clock when the rings were last drained */
 } fc_header;
@@ -302,8 +303,8 @@ void fc_rings_drain_lock_held(fc_table *t);
  * busy, the entry has expired, or its value is larger than bufcap): take
  * the lock and do it the usual way.  With buf NULL it only tells whether a
  * live entry exists (has_key: not a use, nothing logged or copied). */
-int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *buf,
-                      size_t bufcap, int *vtype, size_t *vlen, uint64_t *gen);
+int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *buf, size_t bufcap,
+                      int *vtype, size_t *vlen, uint64_t *gen);
 
 /* The counters: the header's plus every ring's; reset zeroes them all
  * (lock held). */
@@ -320,14 +321,13 @@ fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k);
  * or replaced).  A shared table instead evicts from the LRU end until the
  * entry fits, so it only fails with FC_ETOOBIG (checked before evicting) or,
  * when even an emptied, reset segment cannot hold it, FC_ENOMEM. */
-int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
-                     int never, double expires, int64_t max_entries, int64_t cull_frequency);
+int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen, int never,
+                     double expires, int64_t max_entries, int64_t cull_frequency);
 
 /* add: store only when the key is absent or expired.  Returns 1 when
  * stored, 0 when a live entry exists, FC_ENOMEM. */
-int fc_add_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen,
-                     int never, double expires, int64_t max_entries, int64_t cull_frequency,
-                     double now);
+int fc_add_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen, int never,
+                     double expires, int64_t max_entries, int64_t cull_frequency, double now);
 
 /* touch: new expiry for a live entry (1); 0 when absent or expired, which
  * leaves an expired entry in place. */
@@ -340,15 +340,15 @@ int fc_delete_lock_held(fc_table *t, const fc_key *k);
  * moves it to the most-recent end.  FC_MISS when absent/expired (removed),
  * FC_NOTINT when the value is of another type or the sum would overflow
  * (then *found is the entry, unchanged, for the caller to copy out). */
-int fc_incr_lock_held(fc_table *t, const fc_key *k, int64_t delta, double now,
-                      int64_t *result, fc_entry **found);
+int fc_incr_lock_held(fc_table *t, const fc_key *k, int64_t delta, double now, int64_t *result,
+                      fc_entry **found);
 
 /* Replace the value of the entry last written at generation `gen`, keeping
  * its expiry and moving it to the most-recent end; no culling (incr on any
  * other value type, done as read / compute / compare-and-swap).  FC_CHANGED
  * when it is gone or was rewritten since. */
-int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype,
-                         const void *v, size_t vlen);
+int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype, const void *v,
+                         size_t vlen);
 
 void fc_clear_lock_held(fc_table *t);
 
@@ -367,13 +367,13 @@ int fc_table_check(const fc_table *t);
  * after one mutation in every nbuckets / 4096, so a debug build stays within
  * a constant factor of a release build; beyond 4096 entries, never. */
 int fc_table_check_due(const fc_table *t);
-#define FC_ASSERT_CONSISTENT(t)                                                \
-    do {                                                                       \
-        if (fc_table_check_due(t)) {                                           \
-            int rc_ = fc_table_check(t);                                       \
-            if (rc_ != 0)                                                      \
-                fc_table_check_failed((t), rc_, __FILE__, __LINE__);           \
-        }                                                                      \
+#define FC_ASSERT_CONSISTENT(t)                                      \
+    do {                                                             \
+        if (fc_table_check_due(t)) {                                 \
+            int rc_ = fc_table_check(t);                             \
+            if (rc_ != 0)                                            \
+                fc_table_check_failed((t), rc_, __FILE__, __LINE__); \
+        }                                                            \
     } while (0)
 void fc_table_check_failed(const fc_table *t, int rc, const char *file, int line);
 #else

@@ -42,34 +42,34 @@ static long g_opno;
 static int g_trace;
 static char g_opdesc[256];
 
-#define TRACE(...)                                                             \
-    do {                                                                       \
-        snprintf(g_opdesc, sizeof g_opdesc, __VA_ARGS__);                      \
-        if (g_trace)                                                           \
-            fprintf(stderr, "op %ld: %s\n", g_opno, g_opdesc);                 \
+#define TRACE(...)                                             \
+    do {                                                       \
+        snprintf(g_opdesc, sizeof g_opdesc, __VA_ARGS__);      \
+        if (g_trace)                                           \
+            fprintf(stderr, "op %ld: %s\n", g_opno, g_opdesc); \
     } while (0)
 
 static void fail(const char *file, int line, const char *what)
 {
-    fprintf(stderr, "%s:%d: fuzz_table: %s\n  at op %ld: %s\n", file, line, what, g_opno,
-            g_opdesc);
+    fprintf(stderr, "%s:%d: fuzz_table: %s\n  at op %ld: %s\n", file, line, what, g_opno, g_opdesc);
 #ifdef FC_STANDALONE_FUZZ
     FILE *f = fopen("fuzz_table_failure.bin", "wb");
     if (f) {
         fwrite(g_input, 1, g_input_len, f);
         fclose(f);
-        fprintf(stderr, "  input (%zu bytes) written to fuzz_table_failure.bin; replay with "
-                        "FUZZ_TRACE=1 ./fuzz_table -r fuzz_table_failure.bin\n",
+        fprintf(stderr,
+                "  input (%zu bytes) written to fuzz_table_failure.bin; replay with "
+                "FUZZ_TRACE=1 ./fuzz_table -r fuzz_table_failure.bin\n",
                 g_input_len);
     }
 #endif
     abort();
 }
 
-#define REQUIRE(expr)                                                          \
-    do {                                                                       \
-        if (!(expr))                                                           \
-            fail(__FILE__, __LINE__, #expr);                                   \
+#define REQUIRE(expr)                        \
+    do {                                     \
+        if (!(expr))                         \
+            fail(__FILE__, __LINE__, #expr); \
     } while (0)
 
 /* ------------------------------------------------------------------------ */
@@ -87,6 +87,7 @@ static void keys_init(void)
     for (int i = 0; i < NKEYS; i++) {
         char *k = g_keys[i];
         size_t n;
+        /* clang-format off */
         switch (i) {
         case 0: n = 0; break;                               /* empty key */
         case 1: k[0] = '\0'; n = 1; break;                  /* "\0" */
@@ -102,6 +103,7 @@ static void keys_init(void)
         case 7: memcpy(k, "\xff\x00\x80:1:bin", 9); n = 9; break;
         default: n = (size_t)snprintf(k, KMAX, ":1:key%d", i); break;
         }
+        /* clang-format on */
         g_klen[i] = n;
     }
 }
@@ -418,8 +420,8 @@ static void run_stream(const uint8_t *data, size_t size)
     mem.lo = 4096;
     mem.hi = (fc_off)1 << 56;
     t.clock = tick_clock;
-    TRACE("init shared=%d hmode=%d keyspace=%d max_entries=%lld cull=%lld", shared, hmode,
-          keyspace, (long long)def_me, (long long)def_cf);
+    TRACE("init shared=%d hmode=%d keyspace=%d max_entries=%lld cull=%lld", shared, hmode, keyspace,
+          (long long)def_me, (long long)def_cf);
     verify(&t, &m, hmode, 1);
 
     while (r.i < r.n) {
@@ -434,7 +436,7 @@ static void run_stream(const uint8_t *data, size_t size)
             cf = k_cull[u8(&r) % NELEM(k_cull)];
         }
         int inject = 0;
-        if (op == 14) { /* an allocating operation with all allocations failing */
+        if (op == 14) {       /* an allocating operation with all allocations failing */
             inject = !shared; /* shared tables evict instead: not modelled */
             static const int sub[] = {0, 3, 11, 10};
             op = sub[u8(&r) % 4];
@@ -480,8 +482,8 @@ static void run_stream(const uint8_t *data, size_t size)
             else {
                 /* expired, larger than buf, or a full ring: the locked get
                  * below, after draining the rings */
-                REQUIRE(rc == FC_EFULL || (i >= 0 && (m_expired(&m.e[i], now) ||
-                                                       m.e[i].vlen > sizeof buf)));
+                REQUIRE(rc == FC_EFULL ||
+                        (i >= 0 && (m_expired(&m.e[i], now) || m.e[i].vlen > sizeof buf)));
                 op = rc == FC_EFULL ? 16 : 4;
             }
         }
@@ -501,8 +503,8 @@ static void run_stream(const uint8_t *data, size_t size)
         case 2: { /* set (2: an integer) */
             pick_value(&r, &v, op == 2);
             pick_expiry(&r, now, &never, &expires);
-            TRACE("set key=%d vtype=%d vlen=%u never=%d exp=%+.4f me=%lld cf=%lld%s", key,
-                  v.vtype, v.vlen, never, expires - now, (long long)me, (long long)cf,
+            TRACE("set key=%d vtype=%d vlen=%u never=%d exp=%+.4f me=%lld cf=%lld%s", key, v.vtype,
+                  v.vlen, never, expires - now, (long long)me, (long long)cf,
                   inject ? " [alloc fails]" : "");
             rc = fc_set_lock_held(&t, &k, v.vtype, v.b, v.vlen, never, expires, me, cf);
             if (inject && rc == FC_ENOMEM)
@@ -514,8 +516,8 @@ static void run_stream(const uint8_t *data, size_t size)
         case 3: { /* add */
             pick_value(&r, &v, 0);
             pick_expiry(&r, now, &never, &expires);
-            TRACE("add key=%d vtype=%d vlen=%u never=%d exp=%+.4f me=%lld cf=%lld%s", key,
-                  v.vtype, v.vlen, never, expires - now, (long long)me, (long long)cf,
+            TRACE("add key=%d vtype=%d vlen=%u never=%d exp=%+.4f me=%lld cf=%lld%s", key, v.vtype,
+                  v.vlen, never, expires - now, (long long)me, (long long)cf,
                   inject ? " [alloc fails]" : "");
             rc = fc_add_lock_held(&t, &k, v.vtype, v.b, v.vlen, never, expires, me, cf, now);
             expect = !(i >= 0 && !m_expired(&m.e[i], now));
@@ -541,7 +543,8 @@ static void run_stream(const uint8_t *data, size_t size)
             }
             else {
                 REQUIRE(e != NULL);
-                REQUIRE(e->vlen == m.e[i].vlen && memcmp(fc_entry_value(e), m.e[i].val, e->vlen) == 0);
+                REQUIRE(e->vlen == m.e[i].vlen &&
+                        memcmp(fc_entry_value(e), m.e[i].val, e->vlen) == 0);
                 if (lru)
                     m_to_front(&m, i);
             }
@@ -602,7 +605,8 @@ static void run_stream(const uint8_t *data, size_t size)
             ment *e = &m.e[i];
             int64_t cur, sum;
             memcpy(&cur, e->val, 8);
-            if (e->vtype != FC_VT_INT64 || e->vlen != 8 || __builtin_add_overflow(cur, delta, &sum)) {
+            if (e->vtype != FC_VT_INT64 || e->vlen != 8 ||
+                __builtin_add_overflow(cur, delta, &sum)) {
                 REQUIRE(rc == FC_NOTINT);
                 REQUIRE(found != NULL && found->vlen == e->vlen &&
                         memcmp(fc_entry_value(found), e->val, e->vlen) == 0);

@@ -33,40 +33,38 @@
 
 static long g_pass, g_fail;
 
-#define CHECK(expr)                                                            \
-    do {                                                                       \
-        if (expr)                                                              \
-            g_pass++;                                                          \
-        else {                                                                 \
-            g_fail++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,  \
-                    #expr);                                                    \
-        }                                                                      \
+#define CHECK(expr)                                                                  \
+    do {                                                                             \
+        if (expr)                                                                    \
+            g_pass++;                                                                \
+        else {                                                                       \
+            g_fail++;                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
+        }                                                                            \
     } while (0)
 
-#define CHECK_EQ(a, b)                                                         \
-    do {                                                                       \
-        long long a_ = (long long)(a), b_ = (long long)(b);                    \
-        if (a_ == b_)                                                          \
-            g_pass++;                                                          \
-        else {                                                                 \
-            g_fail++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld != %lld)\n", \
-                    __FILE__, __LINE__, #a, #b, a_, b_);                       \
-        }                                                                      \
+#define CHECK_EQ(a, b)                                                                     \
+    do {                                                                                   \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                \
+        if (a_ == b_)                                                                      \
+            g_pass++;                                                                      \
+        else {                                                                             \
+            g_fail++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld != %lld)\n", __FILE__, \
+                    __LINE__, #a, #b, a_, b_);                                             \
+        }                                                                                  \
     } while (0)
 
 /* heap consistent; fills *st */
-#define CHECK_HEAP(mem, st)                                                    \
-    do {                                                                       \
-        int hrc_ = fc_shm_heap_check((mem), (st));                             \
-        if (hrc_ == 0)                                                         \
-            g_pass++;                                                          \
-        else {                                                                 \
-            g_fail++;                                                          \
-            fprintf(stderr, "%s:%d: fc_shm_heap_check returned %d\n",          \
-                    __FILE__, __LINE__, hrc_);                                 \
-        }                                                                      \
+#define CHECK_HEAP(mem, st)                                                                      \
+    do {                                                                                         \
+        int hrc_ = fc_shm_heap_check((mem), (st));                                               \
+        if (hrc_ == 0)                                                                           \
+            g_pass++;                                                                            \
+        else {                                                                                   \
+            g_fail++;                                                                            \
+            fprintf(stderr, "%s:%d: fc_shm_heap_check returned %d\n", __FILE__, __LINE__, hrc_); \
+        }                                                                                        \
     } while (0)
 
 /* ------------------------------------------------------------------------ */
@@ -112,8 +110,7 @@ static uint64_t arena_hi(const seg *s) { return HDR_OF(s)->arena_end; }
 /* An allocation lies inside the arena, aligned, with room for n bytes. */
 static int placed_ok(const seg *s, fc_off off, size_t n)
 {
-    return off != 0 && off % 16 == 0 && off >= arena_lo(s) + 16 &&
-           off + n <= arena_hi(s) - 8;
+    return off != 0 && off % 16 == 0 && off >= arena_lo(s) + 16 && off + n <= arena_hi(s) - 8;
 }
 
 /* The block an allocation of n bytes takes: header + n, rounded to 16, at

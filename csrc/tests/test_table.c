@@ -31,54 +31,53 @@
 
 static long g_pass, g_fail;
 
-#define CHECK(expr)                                                            \
-    do {                                                                       \
-        if (expr)                                                              \
-            g_pass++;                                                          \
-        else {                                                                 \
-            g_fail++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,  \
-                    #expr);                                                    \
-        }                                                                      \
+#define CHECK(expr)                                                                  \
+    do {                                                                             \
+        if (expr)                                                                    \
+            g_pass++;                                                                \
+        else {                                                                       \
+            g_fail++;                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
+        }                                                                            \
     } while (0)
 
-#define CHECK_EQ(a, b)                                                         \
-    do {                                                                       \
-        long long a_ = (long long)(a), b_ = (long long)(b);                    \
-        if (a_ == b_)                                                          \
-            g_pass++;                                                          \
-        else {                                                                 \
-            g_fail++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld != %lld)\n", \
-                    __FILE__, __LINE__, #a, #b, a_, b_);                       \
-        }                                                                      \
+#define CHECK_EQ(a, b)                                                                     \
+    do {                                                                                   \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                \
+        if (a_ == b_)                                                                      \
+            g_pass++;                                                                      \
+        else {                                                                             \
+            g_fail++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld != %lld)\n", __FILE__, \
+                    __LINE__, #a, #b, a_, b_);                                             \
+        }                                                                                  \
     } while (0)
 
-#define CHECK_TABLE(t)                                                         \
-    do {                                                                       \
-        int crc_ = fc_table_check(t);                                          \
-        if (crc_ == 0)                                                         \
-            g_pass++;                                                          \
-        else {                                                                 \
-            g_fail++;                                                          \
-            fprintf(stderr, "%s:%d: fc_table_check(%s) returned %d\n",         \
-                    __FILE__, __LINE__, #t, crc_);                             \
-        }                                                                      \
+#define CHECK_TABLE(t)                                                                         \
+    do {                                                                                       \
+        int crc_ = fc_table_check(t);                                                          \
+        if (crc_ == 0)                                                                         \
+            g_pass++;                                                                          \
+        else {                                                                                 \
+            g_fail++;                                                                          \
+            fprintf(stderr, "%s:%d: fc_table_check(%s) returned %d\n", __FILE__, __LINE__, #t, \
+                    crc_);                                                                     \
+        }                                                                                      \
     } while (0)
 
 /* LRU order as "k1 k2 k3" (most recent first); keys are printed as-is, so
  * only use it on tables whose keys are printable. */
-#define CHECK_ORDER(t, expected)                                               \
-    do {                                                                       \
-        char got_[4096];                                                       \
-        order_str((t), got_, sizeof got_);                                     \
-        if (strcmp(got_, (expected)) == 0)                                     \
-            g_pass++;                                                          \
-        else {                                                                 \
-            g_fail++;                                                          \
-            fprintf(stderr, "%s:%d: LRU order \"%s\", expected \"%s\"\n",      \
-                    __FILE__, __LINE__, got_, (expected));                     \
-        }                                                                      \
+#define CHECK_ORDER(t, expected)                                                              \
+    do {                                                                                      \
+        char got_[4096];                                                                      \
+        order_str((t), got_, sizeof got_);                                                    \
+        if (strcmp(got_, (expected)) == 0)                                                    \
+            g_pass++;                                                                         \
+        else {                                                                                \
+            g_fail++;                                                                         \
+            fprintf(stderr, "%s:%d: LRU order \"%s\", expected \"%s\"\n", __FILE__, __LINE__, \
+                    got_, (expected));                                                        \
+        }                                                                                     \
     } while (0)
 
 /* ------------------------------------------------------------------------ */
@@ -103,8 +102,8 @@ struct order_buf {
 static int order_cb(const fc_entry *e, void *arg)
 {
     struct order_buf *b = arg;
-    int w = snprintf(b->p + b->used, b->n - b->used, "%s%.*s", b->used ? " " : "",
-                     (int)e->klen, fc_entry_key(e));
+    int w = snprintf(b->p + b->used, b->n - b->used, "%s%.*s", b->used ? " " : "", (int)e->klen,
+                     fc_entry_key(e));
     if (w < 0 || (size_t)w >= b->n - b->used)
         return 1;
     b->used += (size_t)w;
@@ -127,8 +126,8 @@ static void check_after(fc_table *t, const char *what)
         g_pass++;
     else {
         g_fail++;
-        fprintf(stderr, "%s:%d: fc_table_check after %s returned %d\n", __FILE__, __LINE__,
-                what, rc);
+        fprintf(stderr, "%s:%d: fc_table_check after %s returned %d\n", __FILE__, __LINE__, what,
+                rc);
     }
 }
 
@@ -274,7 +273,7 @@ typedef struct arena {
     size_t used;      /* next free offset */
     size_t watermark; /* end of the table's fixed parts (reset goes back here) */
     long resets;
-} arena;              /* lives at the start of the mapping */
+} arena; /* lives at the start of the mapping */
 
 static fc_off arena_alloc(fc_mem *mem, size_t size)
 {
@@ -676,7 +675,6 @@ static void test_lazy_lru(void)
     CHECK_EQ(c.live_blocks, 0);
     CHECK_EQ(c.bad_frees, 0);
 }
-
 
 static void test_add(void)
 {
@@ -1136,7 +1134,8 @@ static void test_incr(void)
     fc_key kf = ks(&t, "float");
     fc_set_lock_held(&t, &kf, FC_VT_FLOAT, &d, 8, 1, 0, BIG, 3);
     CHECK_EQ(fc_incr_lock_held(&t, &kf, 1, NOW, &r, &found), FC_NOTINT);
-    CHECK(found != NULL && found->vtype == FC_VT_FLOAT && memcmp(fc_entry_value(found), &d, 8) == 0);
+    CHECK(found != NULL && found->vtype == FC_VT_FLOAT &&
+          memcmp(fc_entry_value(found), &d, 8) == 0);
     /* a pickled int (8 bytes, other vtype) is not touched either */
     fc_key kp = ks(&t, "pickled");
     int64_t seven = 7;
@@ -1483,8 +1482,8 @@ static void test_binary(void)
     CHECK_EQ(fc_set_lock_held(&t, &KB, FC_VT_BYTES, bin, sizeof bin, 1, 0, BIG, 3), FC_OK);
     CHECK_TABLE(&t);
     e = fc_get_lock_held(&t, &KB, NOW, 1);
-    CHECK(e != NULL && e->klen == 256 && memcmp(fc_entry_key(e), bin, 256) == 0 &&
-          e->vlen == 256 && memcmp(fc_entry_value(e), bin, 256) == 0);
+    CHECK(e != NULL && e->klen == 256 && memcmp(fc_entry_key(e), bin, 256) == 0 && e->vlen == 256 &&
+          memcmp(fc_entry_value(e), bin, 256) == 0);
 
     /* the empty key, and empty values */
     fc_key KE = mk(&t, "", 0);
@@ -1492,7 +1491,8 @@ static void test_binary(void)
     CHECK_EQ(fc_set_lock_held(&t, &KE, FC_VT_STR, "empty-key", 9, 1, 0, BIG, 3), FC_OK);
     CHECK_TABLE(&t);
     e = fc_get_lock_held(&t, &KE, NOW, 1);
-    CHECK(e != NULL && e->klen == 0 && e->vlen == 9 && memcmp(fc_entry_value(e), "empty-key", 9) == 0);
+    CHECK(e != NULL && e->klen == 0 && e->vlen == 9 &&
+          memcmp(fc_entry_value(e), "empty-key", 9) == 0);
     CHECK_EQ(fc_set_lock_held(&t, &KE, FC_VT_STR, "", 0, 1, 0, BIG, 3), FC_OK);
     CHECK_TABLE(&t);
     e = fc_get_lock_held(&t, &KE, NOW, 1);
@@ -1606,7 +1606,9 @@ static void test_collisions(void)
         int n = snprintf(keys[i], sizeof keys[i], "c%d", i);
         /* three hashes: one long chain, and two sharing a bucket at any
          * size (same low bits, different high bits) */
-        uint64_t h = i % 3 == 0 ? 0x1234 : i % 3 == 1 ? 0xabc0000000000000ULL : 0x5550000000000000ULL;
+        uint64_t h = i % 3 == 0   ? 0x1234
+                     : i % 3 == 1 ? 0xabc0000000000000ULL
+                                  : 0x5550000000000000ULL;
         K[i].p = keys[i];
         K[i].n = (size_t)n;
         K[i].hash = h;
@@ -1662,7 +1664,8 @@ static void test_collisions(void)
     const char *pre = "prefixprefixprefix";
     for (size_t n = 0; n <= 18; n++) {
         fc_key k = {pre, n, 7};
-        CHECK_EQ(fc_set_lock_held(&t, &k, FC_VT_INT64, &(int64_t){(int64_t)n}, 8, 1, 0, BIG, 3), FC_OK);
+        CHECK_EQ(fc_set_lock_held(&t, &k, FC_VT_INT64, &(int64_t){(int64_t)n}, 8, 1, 0, BIG, 3),
+                 FC_OK);
     }
     CHECK_TABLE(&t);
     CHECK_EQ(t.h->count, 19);
@@ -1734,7 +1737,8 @@ static void test_enomem(void)
     CHECK(speek(&t, "d") == NULL);
     /* add over an expired entry keeps it */
     fc_key kb = ks(&t, "b");
-    CHECK_EQ(fc_add_lock_held(&t, &kb, FC_VT_STR, big, sizeof big, 1, 0, BIG, 3, NOW + 10), FC_ENOMEM);
+    CHECK_EQ(fc_add_lock_held(&t, &kb, FC_VT_STR, big, sizeof big, 1, 0, BIG, 3, NOW + 10),
+             FC_ENOMEM);
     CHECK(val_is(speek(&t, "b"), "22"));
     CHECK_TABLE(&t);
 
@@ -2199,7 +2203,7 @@ static void test_optimistic_get(void)
         ok &= oget(&t, 1, "c", buf, sizeof buf) == FC_OK;
     CHECK(ok);
     CHECK_EQ(oget(&t, 1, "c", buf, sizeof buf), FC_EFULL);
-    CHECK_EQ(oget(&t, 0, "c", buf, sizeof buf), FC_OK); /* other rings go on */
+    CHECK_EQ(oget(&t, 0, "c", buf, sizeof buf), FC_OK);    /* other rings go on */
     CHECK_EQ(oget(&t, 1, "zz", buf, sizeof buf), FC_MISS); /* misses log nothing */
     CHECK_TABLE(&t);
     fc_rings_drain_lock_held(&t);
@@ -2357,7 +2361,6 @@ static void test_shared_eviction(void)
     arena_mem_release(&mem);
 }
 
-
 /* A shared table whose memory is full evicts for a replace; the entry
  * evicted may be the one before the replaced entry in its hash chain.
  * (Found by this test: fc_replace_lock_held kept the chain slot it found
@@ -2369,7 +2372,7 @@ static void shared_replace_evicts_chain_neighbour(void)
     fc_table t;
     chk_mem_init(&mem, &c);
     CHECK_EQ(fc_table_init(&t, &mem, 1, 1, 2), FC_OK); /* shared: evicts when full */
-    fc_key ke = {"e", 1, 5}, kp = {"p", 1, 5};          /* one bucket */
+    fc_key ke = {"e", 1, 5}, kp = {"p", 1, 5};         /* one bucket */
     CHECK_EQ(fc_set_lock_held(&t, &ke, FC_VT_STR, "0123456789", 10, 1, 0, BIG, 3), FC_OK);
     CHECK_EQ(fc_set_lock_held(&t, &kp, FC_VT_STR, "0123456789", 10, 1, 0, BIG, 3), FC_OK);
     CHECK_TABLE(&t); /* chain: p -> e */
@@ -2414,8 +2417,8 @@ static void run_isolated(void (*fn)(void), const char *name)
         g_pass++;
     else {
         g_fail++;
-        fprintf(stderr, "%s:%d: %s failed in its child process (%s %d)\n", __FILE__, __LINE__,
-                name, WIFEXITED(status) ? "exit" : "signal",
+        fprintf(stderr, "%s:%d: %s failed in its child process (%s %d)\n", __FILE__, __LINE__, name,
+                WIFEXITED(status) ? "exit" : "signal",
                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
     }
 }
