@@ -4,7 +4,8 @@
 # From a fresh clone (only python3 and gcc assumed) it builds everything it needs and runs,
 # stopping at the first failing stage:
 #   setup      fresh venv .venv-test, requirements/test.txt, the extension built into it
-#   lint       ruff check (Python sources: package, tests, scripts, bench, example)
+#   lint       ruff check (Python: package, tests, scripts, bench, example); clang-format
+#              --dry-run --Werror on csrc/ (.clang-format), installed with apt if missing
 #   C tests    make -C csrc/tests test test-sanitize [test-valgrind]
 #   pytest     our test suite
 #   Django     Django's own cache test suite with LocMemCache replaced by FastCache, then
@@ -159,13 +160,25 @@ sanitize() {
     run_django_suite "$SAN_VENV/bin/python" env $vars
 }
 
+lint() {
+    "$VENV/bin/ruff" check .
+    command -v clang-format >/dev/null || apt_install clang-format || true
+    if command -v clang-format >/dev/null; then
+        clang-format --dry-run --Werror csrc/*.c csrc/*.h csrc/tests/*.c
+        echo "clang-format: csrc/ is formatted ($(clang-format --version))"
+    else
+        echo "WARNING: clang-format unavailable (apt-get failed); C formatting not checked" >&2
+        notes+=("clang-format check (clang-format not installable)")
+    fi
+}
+
 setup() {
     check_python
     bash scripts/bootstrap.sh "$VENV"
 }
 
 stage "setup: venv + build" setup
-stage "lint: ruff" "$VENV/bin/ruff" check .
+stage "lint: ruff + clang-format" lint
 stage "C table tests" c_tests
 stage "pytest" run_pytest "$VENV/bin/python"
 stage "Django cache suite" run_django_suite "$VENV/bin/python"
