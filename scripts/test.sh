@@ -164,7 +164,7 @@ lint() {
     "$VENV/bin/ruff" check .
     command -v clang-format >/dev/null || apt_install clang-format || true
     if command -v clang-format >/dev/null; then
-        clang-format --dry-run --Werror csrc/*.c csrc/*.h csrc/tests/*.c
+        clang-format --dry-run --Werror csrc/*.c csrc/*.h csrc/tests/*.c csrc/tests/*.h
         echo "clang-format: csrc/ is formatted ($(clang-format --version))"
     else
         echo "WARNING: clang-format unavailable (apt-get failed); C formatting not checked" >&2

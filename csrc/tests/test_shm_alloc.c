@@ -31,29 +31,7 @@
 /* ------------------------------------------------------------------------ */
 /* Assertions                                                               */
 
-static long g_pass, g_fail;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        if (expr)                                                                    \
-            g_pass++;                                                                \
-        else {                                                                       \
-            g_fail++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_EQ(a, b)                                                                     \
-    do {                                                                                   \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                \
-        if (a_ == b_)                                                                      \
-            g_pass++;                                                                      \
-        else {                                                                             \
-            g_fail++;                                                                      \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld != %lld)\n", __FILE__, \
-                    __LINE__, #a, #b, a_, b_);                                             \
-        }                                                                                  \
-    } while (0)
+#include "check.h"
 
 /* heap consistent; fills *st */
 #define CHECK_HEAP(mem, st)                                                                      \
