@@ -203,15 +203,6 @@ static int pid_alive(uint64_t pid)
     return pid > (uint64_t)INT32_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH;
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Takes the table lock.  Holders keep it for a few hundred nanoseconds, so
  * a waiter first spins briefly (another process, or a thread of this one
  * running without the GIL, is about to release it); only then does it
@@ -223,7 +214,7 @@ static int store_lock(StoreObject *s)
     if (fc_table_trylock(&s->table) == FC_OK)
         return 0;
     for (int i = 0; i < LOCK_SPINS; i++) {
-        cpu_relax();
+        fc_cpu_relax();
         if (!fc_table_lock_busy(&s->table) && fc_table_trylock(&s->table) == FC_OK)
             return 0;
     }

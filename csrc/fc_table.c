@@ -792,15 +792,6 @@ int fc_foreach_lock_held(fc_table *t, int (*fn)(const fc_entry *e, void *arg), v
 #define OPT_TRIES 64
 #define OPT_CHAIN 64
 
-static inline void cpu_pause(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* One attempt: 1 hit (*eo_out is the entry), 0 miss, -1 undecided.
  * Everything read may be torn by a concurrent writer: every offset is
  * bounds-checked before it is followed and every length before it is used,
@@ -854,7 +845,7 @@ int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *
     for (int i = 0; i < OPT_TRIES; i++) {
         uint64_t s1 = __atomic_load_n(&h->seq, __ATOMIC_ACQUIRE);
         if (s1 & 1) {
-            cpu_pause();
+            fc_cpu_relax();
             continue;
         }
         fc_off eo = 0;

@@ -266,6 +266,17 @@ int fc_table_timedlock(fc_table *t, const struct timespec *until); /* CLOCK_REAL
 void fc_table_unlock(fc_table *t);
 int fc_table_reinit_lock(fc_table *t);
 
+/* A spin-wait hint to the CPU, for waiters on the lock and readers waiting
+ * for seq to turn even. */
+static inline void fc_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* A hint for waiters: 1 when a shared table's lock looks held (its dirty
  * mark is set).  Reading it shares the lock's cache line instead of taking
  * it from the holder, as a failed trylock would; a waiter spins on this and
