@@ -198,6 +198,12 @@ static void process_setup(void)
     (void)pthread_atfork(NULL, NULL, count_fork);
 }
 
+/* Whether s holds a ring claimed in this process (not in a parent). */
+static inline int store_owns_ring(const StoreObject *s)
+{
+    return s->ring >= 0 && s->ring_forks == fc_forks;
+}
+
 static int pid_alive(uint64_t pid)
 {
     return pid > (uint64_t)INT32_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH;
@@ -317,7 +323,7 @@ static PyObject *store_shared(PyTypeObject *type, PyObject *const *args, Py_ssiz
 static void store_dealloc(StoreObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    if (self->shared && self->table.h != NULL && self->ring >= 0 && self->ring_forks == fc_forks)
+    if (self->shared && self->table.h != NULL && store_owns_ring(self))
         fc_ring_release(&self->table, self->ring);
     if (self->shared)
         fc_shm_close(&self->shm);
@@ -688,8 +694,7 @@ static PyObject *store_count(StoreObject *self, PyObject *flag)
  * (a private store, none claimed yet, or all taken); for tests. */
 static PyObject *store_ring_index(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    int ring = self->shared && self->ring >= 0 && self->ring_forks == fc_forks ? self->ring : -1;
-    return PyLong_FromLong(ring);
+    return PyLong_FromLong(self->shared && store_owns_ring(self) ? self->ring : -1);
 }
 
 static PyObject *store_check(StoreObject *self, PyObject *Py_UNUSED(ignored))
@@ -1160,7 +1165,7 @@ static PyObject *table_error(int rc)
  * gone are reclaimed under the lock. */
 static int store_ring(StoreObject *s)
 {
-    if (s->ring >= 0 && s->ring_forks == fc_forks)
+    if (store_owns_ring(s))
         return s->ring;
     if (s->ring == RING_BUSY && s->ring_forks == fc_forks && ++s->ring_retry % RING_RETRY)
         return -1;
@@ -1182,12 +1187,15 @@ static int store_ring(StoreObject *s)
     return s->ring;
 }
 
-/* A shared store's get without the lock (fc_get_optimistic) into c. */
+/* A shared store's get without the lock (fc_get_optimistic) into c; with c
+ * NULL, only whether a live entry exists (has_key). */
 static int store_get_optimistic(StoreObject *s, const fc_key *k, double now, copied *c)
 {
     int ring = store_ring(s);
     if (ring < 0)
         return FC_ELOCK;
+    if (c == NULL)
+        return fc_get_optimistic(&s->table, ring, k, now, NULL, 0, NULL, NULL, NULL);
     int vtype;
     size_t n;
     int rc =
@@ -1397,9 +1405,7 @@ static PyObject *handle_has_key(HandleObject *self, PyObject *const *args, Py_ss
     }
     fc_key k = fkey(&mk);
     if (self->store->shared) {
-        int ring = store_ring(self->store);
-        int rc = ring < 0 ? FC_ELOCK
-                          : fc_get_optimistic(TBL(self), ring, &k, now, NULL, 0, NULL, NULL, NULL);
+        int rc = store_get_optimistic(self->store, &k, now, NULL);
         if (rc == FC_OK || rc == FC_MISS) {
             made_key_release(&mk);
             return PyBool_FromLong(rc == FC_OK);
