@@ -92,12 +92,14 @@ typedef struct {
     PyObject *key_warning;     /* CacheKeyWarning */
     PyObject *pickle_dumps;
     PyObject *pickle_loads;
-    PyObject *time_dict; /* the time module's __dict__ */
-    PyObject *time_time; /* the original time.time */
+    PyObject *time_module;
+    PyObject *time_dict;        /* the time module's __dict__ */
+    const PyMethodDef *time_ml; /* time.time's method table entry, once seen */
     PyObject *str_time;
     PyObject *str_make_and_validate_key;
     PyObject *str_get_backend_timeout;
     PyObject *str_version;
+    PyObject *str_refresh_fast_paths;
     PyObject *empty_tuple;
 } fc_state;
 
@@ -132,15 +134,36 @@ static double c_time(void)
     return (double)ns / 1e9;
 }
 
+/* Whether f is the time module's own builtin time().  Decided on what f is,
+ * never on what time.time was at import: a test that patched time.time
+ * before this module was first imported (freezegun reuses one fake for
+ * every freeze) must still be honoured. */
+static inline int is_real_time(fc_state *st, PyObject *f)
+{
+    if (!PyCFunction_CheckExact(f) || PyCFunction_GET_SELF(f) != st->time_module)
+        return 0;
+    const PyMethodDef *ml = ((PyCFunctionObject *)f)->m_ml;
+    if (ml == st->time_ml)
+        return 1;
+    if (ml->ml_name == NULL || strcmp(ml->ml_name, "time") != 0)
+        return 0;
+    st->time_ml = ml;
+    return 1;
+}
+
 static int get_now(fc_state *st, double *now)
 {
     PyObject *f = PyDict_GetItemWithError(st->time_dict, st->str_time); /* borrowed */
-    if (f == st->time_time || (f == NULL && !PyErr_Occurred())) {
-        *now = c_time();
-        return 0;
+    if (f == NULL && !PyErr_Occurred()) {
+        PyErr_SetString(PyExc_AttributeError, "module 'time' has no attribute 'time'");
+        return -1;
     }
     if (f == NULL)
         return -1;
+    if (is_real_time(st, f)) {
+        *now = c_time();
+        return 0;
+    }
     Py_INCREF(f);
     PyObject *r = PyObject_CallNoArgs(f);
     Py_DECREF(f);
@@ -766,6 +789,10 @@ typedef struct {
     int fast_key;
     int fast_timeout;
     int pickle_protocol;
+    /* The owner's class when the fast paths were last decided, and its
+     * version tag then (0: decide again at the next call). */
+    PyTypeObject *owner_type;
+    unsigned int seen_tag;
 } HandleObject;
 
 static int has_ctl(const char *p, size_t n)
@@ -894,9 +921,15 @@ static int make_key_python(HandleObject *h, PyObject *key, PyObject *version, ma
     return 0;
 }
 
-/* Builds, validates (warnings) and hashes the made key.  On error nothing
- * is left to release. */
-static int make_key(HandleObject *h, PyObject *key, PyObject *version, made_key *mk)
+/* Builds, validates (warnings) and hashes the made key for store s.  On
+ * error nothing is left to release.
+ *
+ * str(key) and str(version) may run code that reassigns cache.key_prefix
+ * or cache.version (a key's __str__, another thread): LocMemCache reads both
+ * before calling the key function, so the parts are taken first, each held
+ * by a reference of this call's own, and never read from the handle after
+ * Python code has run. */
+static int make_key(HandleObject *h, StoreObject *s, PyObject *key, PyObject *version, made_key *mk)
 {
     mk->heap = NULL;
     mk->owned = NULL;
@@ -905,37 +938,37 @@ static int make_key(HandleObject *h, PyObject *key, PyObject *version, made_key 
             return -1;
         goto hash;
     }
+    PyObject *prefix = Py_NewRef(h->prefix_bytes);
+    Py_ssize_t prefix_cp = h->prefix_cp;
+    int prefix_ctl = h->prefix_ctl;
     char kint[24], vint[24];
     const char *kp, *vp;
     Py_ssize_t kn, vn, kcp, vcp;
     PyObject *khold = NULL, *vhold = NULL;
-    int vctl;
+    int vctl, rc = -1;
     if (version == Py_None) {
-        vp = PyBytes_AS_STRING(h->version_bytes);
-        vn = PyBytes_GET_SIZE(h->version_bytes);
+        vhold = Py_NewRef(h->version_bytes);
+        vp = PyBytes_AS_STRING(vhold);
+        vn = PyBytes_GET_SIZE(vhold);
         vcp = h->version_cp;
         vctl = h->version_ctl;
     }
     else {
         if (part_utf8(version, &vp, &vn, &vcp, &vhold, vint) < 0)
-            return -1;
+            goto done;
         vctl = has_ctl(vp, (size_t)vn);
     }
-    if (part_utf8(key, &kp, &kn, &kcp, &khold, kint) < 0) {
-        Py_XDECREF(vhold);
-        return -1;
-    }
-    const char *pp = PyBytes_AS_STRING(h->prefix_bytes);
-    size_t pn = (size_t)PyBytes_GET_SIZE(h->prefix_bytes);
+    if (part_utf8(key, &kp, &kn, &kcp, &khold, kint) < 0)
+        goto done;
+    const char *pp = PyBytes_AS_STRING(prefix);
+    size_t pn = (size_t)PyBytes_GET_SIZE(prefix);
     size_t n = pn + 1 + (size_t)vn + 1 + (size_t)kn;
     char *out = mk->buf;
     if (n > sizeof mk->buf) {
         out = mk->heap = malloc(n);
         if (out == NULL) {
-            Py_XDECREF(khold);
-            Py_XDECREF(vhold);
             PyErr_NoMemory();
-            return -1;
+            goto done;
         }
     }
     memcpy(out, pp, pn);
@@ -943,18 +976,23 @@ static int make_key(HandleObject *h, PyObject *key, PyObject *version, made_key 
     memcpy(out + pn + 1, vp, (size_t)vn);
     out[pn + 1 + vn] = ':';
     memcpy(out + pn + 2 + vn, kp, (size_t)kn);
-    int warn = h->prefix_ctl || vctl || has_ctl(kp, (size_t)kn) ||
-               h->prefix_cp + 2 + vcp + kcp > MEMCACHE_MAX_KEY_LENGTH;
-    Py_XDECREF(khold);
-    Py_XDECREF(vhold);
+    int warn = prefix_ctl || vctl || has_ctl(kp, (size_t)kn) ||
+               prefix_cp + 2 + vcp + kcp > MEMCACHE_MAX_KEY_LENGTH;
     mk->p = out;
     mk->n = n;
+    rc = 0;
     if (warn && emit_key_warnings(state_of_type(Py_TYPE(h)), out, n) < 0) {
         made_key_release(mk);
-        return -1;
+        rc = -1;
     }
+done:
+    Py_XDECREF(khold);
+    Py_XDECREF(vhold);
+    Py_DECREF(prefix);
+    if (rc < 0)
+        return -1;
 hash:
-    mk->hash = fc_hash(&h->store->table, mk->p, mk->n);
+    mk->hash = fc_hash(&s->table, mk->p, mk->n);
     return 0;
 }
 
@@ -1108,8 +1146,13 @@ static int compute_expiry(fc_state *st, HandleObject *h, PyObject *timeout, doub
         Py_DECREF(r);
         return rc;
     }
-    if (timeout == st->default_timeout)
-        return number_expiry(h->default_timeout, now, out);
+    if (timeout == st->default_timeout) {
+        /* held: adding an odd timeout object runs its __radd__ */
+        PyObject *dt = Py_NewRef(h->default_timeout);
+        int rc = number_expiry(dt, now, out);
+        Py_DECREF(dt);
+        return rc;
+    }
     if (timeout == Py_None)
         return number_expiry(timeout, now, out);
     int zero;
@@ -1144,9 +1187,52 @@ static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t want)
     return -1;
 }
 
-static inline int handle_lock(HandleObject *h) { return store_lock(h->store); }
-static inline void handle_unlock(HandleObject *h) { store_unlock(h->store); }
-static inline fc_table *TBL(HandleObject *h) { return &h->store->table; }
+/* The fast paths (keys and expiry computed in C) are decided by the
+ * backend's _refresh_fast_paths() from its class and instance, and must
+ * follow patches made at any time, as LocMemCache's plain method calls do.
+ * A type's version tag is zeroed, and renewed at its next lookup, whenever
+ * the type or any base class is modified (mock.patch.object(BaseCache,
+ * "validate_key"), FastCache.make_key = ...), so one comparison per call
+ * tells whether the decision still holds.  Instance attributes are watched
+ * by FastCache.__setattr__ and __delattr__, which call recheck(). */
+static int handle_recheck(HandleObject *h)
+{
+    fc_state *st = state_of_type(Py_TYPE(h));
+    PyObject *owner = fc_weakref_get(h->owner);
+    if (owner == NULL) /* no backend: keep the last decision */
+        return PyErr_Occurred() ? -1 : 0;
+    /* An owner that is not a backend (a bare Handle) keeps its flags. */
+    PyObject *refresh = PyObject_GetAttr(owner, st->str_refresh_fast_paths);
+    PyObject *r = refresh != NULL ? PyObject_CallNoArgs(refresh) : NULL;
+    Py_XDECREF(refresh);
+    if (r == NULL && (refresh != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))) {
+        Py_DECREF(owner);
+        return -1;
+    }
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    PyTypeObject *tp = Py_TYPE(owner);
+#if PY_VERSION_HEX >= 0x030C0000
+    (void)PyUnstable_Type_AssignVersionTag(tp);
+#endif
+    Py_XSETREF(h->owner_type, (PyTypeObject *)Py_NewRef(tp));
+    h->seen_tag = tp->tp_version_tag;
+    Py_DECREF(owner);
+    return 0;
+}
+
+/* Starts an operation: checks the fast paths, then returns the handle's
+ * store with a reference of the call's own.  The call uses that store from
+ * start to end: reassigning cache._cache meanwhile (from a value's
+ * __reduce__, or another thread while this one waits for the lock) can
+ * neither free it nor make the call unlock a table it did not lock. */
+static StoreObject *op_begin(HandleObject *h)
+{
+    if ((h->seen_tag == 0 || h->owner_type->tp_version_tag != h->seen_tag) && handle_recheck(h) < 0)
+        return NULL;
+    return (StoreObject *)Py_NewRef(h->store);
+}
 
 static PyObject *table_error(int rc)
 {
@@ -1208,46 +1294,71 @@ static int store_get_optimistic(StoreObject *s, const fc_key *k, double now, cop
     return rc;
 }
 
+/* get(key) on one store: 1 with *out (a new reference), 0 when the key is
+ * missing or expired, -1 on error. */
+static int get_one(HandleObject *self, fc_state *st, PyObject *key, PyObject *version,
+                   PyObject **out)
+{
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
+        return -1;
+    made_key mk;
+    double now;
+    int res = -1;
+    if (make_key(self, s, key, version, &mk) < 0)
+        goto done;
+    if (get_now(st, &now) < 0)
+        goto release;
+    fc_key k = fkey(&mk);
+    copied c;
+    int drain = 0;
+    if (s->shared) {
+        int rc = store_get_optimistic(s, &k, now, &c);
+        if (rc == FC_MISS) {
+            res = 0;
+            goto release;
+        }
+        if (rc == FC_OK)
+            goto decode;
+        drain = rc == FC_EFULL;
+    }
+    if (store_lock(s) < 0)
+        goto release;
+    if (drain)
+        fc_rings_drain_lock_held(&s->table);
+    fc_entry *e = fc_get_lock_held(&s->table, &k, now, 1);
+    int oom = e != NULL && copy_out(&c, e) < 0;
+    store_unlock(s);
+    if (e == NULL) {
+        res = 0;
+        goto release;
+    }
+    if (oom) {
+        PyErr_NoMemory();
+        goto release;
+    }
+decode:
+    made_key_release(&mk);
+    *out = decode_copied(st, &c);
+    Py_DECREF(s);
+    return *out == NULL ? -1 : 1;
+release:
+    made_key_release(&mk);
+done:
+    Py_DECREF(s);
+    return res;
+}
+
 /* get(key, default, version) */
 static PyObject *handle_get(HandleObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (check_nargs("get", nargs, 3) < 0)
         return NULL;
-    fc_state *st = state_of_type(Py_TYPE(self));
-    made_key mk;
-    double now;
-    if (make_key(self, args[0], args[2], &mk) < 0)
+    PyObject *v;
+    int rc = get_one(self, state_of_type(Py_TYPE(self)), args[0], args[2], &v);
+    if (rc < 0)
         return NULL;
-    if (get_now(st, &now) < 0) {
-        made_key_release(&mk);
-        return NULL;
-    }
-    fc_key k = fkey(&mk);
-    copied c;
-    int drain = 0;
-    if (self->store->shared) {
-        int rc = store_get_optimistic(self->store, &k, now, &c);
-        if (rc == FC_OK || rc == FC_MISS) {
-            made_key_release(&mk);
-            return rc == FC_MISS ? Py_NewRef(args[1]) : decode_copied(st, &c);
-        }
-        drain = rc == FC_EFULL;
-    }
-    if (handle_lock(self) < 0) {
-        made_key_release(&mk);
-        return NULL;
-    }
-    if (drain)
-        fc_rings_drain_lock_held(TBL(self));
-    fc_entry *e = fc_get_lock_held(TBL(self), &k, now, 1);
-    int oom = e != NULL && copy_out(&c, e) < 0;
-    handle_unlock(self);
-    made_key_release(&mk);
-    if (e == NULL)
-        return Py_NewRef(args[1]);
-    if (oom)
-        return PyErr_NoMemory();
-    return decode_copied(st, &c);
+    return rc ? v : Py_NewRef(args[1]);
 }
 
 /* Shared by set and add: key, encoded value and expiry, all outside the
@@ -1262,12 +1373,12 @@ typedef struct {
     double now;
 } prepared;
 
-static int prepare_store(HandleObject *self, PyObject *key, PyObject *value, PyObject *timeout,
-                         PyObject *version, prepared *pr)
+static int prepare_store(HandleObject *self, StoreObject *s, PyObject *key, PyObject *value,
+                         PyObject *timeout, PyObject *version, prepared *pr)
 {
     fc_state *st = state_of_type(Py_TYPE(self));
     pr->deferred = NULL;
-    if (make_key(self, key, version, &pr->mk) < 0)
+    if (make_key(self, s, key, version, &pr->mk) < 0)
         return -1;
     if (value != NULL) {
         if (encode_value(st, self, value, &pr->ev) < 0) {
@@ -1304,25 +1415,41 @@ static int raise_deferred(prepared *pr)
     return -1;
 }
 
+/* set(key, value, timeout) on one store: 0, or -1 with an exception. */
+static int set_one(HandleObject *self, PyObject *key, PyObject *value, PyObject *timeout,
+                   PyObject *version)
+{
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
+        return -1;
+    prepared pr;
+    int rc = FC_ELOCK;
+    if (prepare_store(self, s, key, value, timeout, version, &pr) < 0) {
+        Py_DECREF(s);
+        return -1;
+    }
+    if (raise_deferred(&pr) == 0 && store_lock(s) == 0) {
+        fc_key k = fkey(&pr.mk);
+        rc = fc_set_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
+                              pr.ex.expires, self->max_entries, self->cull_frequency);
+        store_unlock(s);
+    }
+    prepared_release(&pr);
+    Py_DECREF(s);
+    if (rc == FC_OK)
+        return 0;
+    if (rc != FC_ELOCK)
+        table_error(rc);
+    return -1;
+}
+
 /* set(key, value, timeout, version) */
 static PyObject *handle_set(HandleObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (check_nargs("set", nargs, 4) < 0)
         return NULL;
-    prepared pr;
-    if (prepare_store(self, args[0], args[1], args[2], args[3], &pr) < 0)
+    if (set_one(self, args[0], args[1], args[2], args[3]) < 0)
         return NULL;
-    if (raise_deferred(&pr) < 0 || handle_lock(self) < 0) {
-        prepared_release(&pr);
-        return NULL;
-    }
-    fc_key k = fkey(&pr.mk);
-    int rc = fc_set_lock_held(TBL(self), &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
-                              pr.ex.expires, self->max_entries, self->cull_frequency);
-    handle_unlock(self);
-    prepared_release(&pr);
-    if (rc != FC_OK)
-        return table_error(rc);
     Py_RETURN_NONE;
 }
 
@@ -1331,32 +1458,37 @@ static PyObject *handle_add(HandleObject *self, PyObject *const *args, Py_ssize_
 {
     if (check_nargs("add", nargs, 4) < 0)
         return NULL;
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
+        return NULL;
     prepared pr;
-    if (prepare_store(self, args[0], args[1], args[2], args[3], &pr) < 0)
-        return NULL;
-    if (handle_lock(self) < 0) {
+    PyObject *result = NULL;
+    if (prepare_store(self, s, args[0], args[1], args[2], args[3], &pr) < 0)
+        goto done;
+    if (store_lock(s) < 0) {
         prepared_release(&pr);
-        return NULL;
+        goto done;
     }
     fc_key k = fkey(&pr.mk);
     int rc;
     if (pr.deferred != NULL) {
-        fc_entry *e = fc_peek_lock_held(TBL(self), &k);
+        fc_entry *e = fc_peek_lock_held(&s->table, &k);
         rc = (e != NULL && (e->never || e->expires > pr.now)) ? 0 : 2;
     }
     else
-        rc = fc_add_lock_held(TBL(self), &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
+        rc = fc_add_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
                               pr.ex.expires, self->max_entries, self->cull_frequency, pr.now);
-    handle_unlock(self);
-    if (rc == 2) {
+    store_unlock(s);
+    if (rc == 2)
         raise_deferred(&pr);
-        prepared_release(&pr);
-        return NULL;
-    }
+    else if (rc < 0)
+        table_error(rc);
+    else
+        result = PyBool_FromLong(rc);
     prepared_release(&pr);
-    if (rc < 0)
-        return table_error(rc);
-    return PyBool_FromLong(rc);
+done:
+    Py_DECREF(s);
+    return result;
 }
 
 /* touch(key, timeout, version) */
@@ -1364,29 +1496,34 @@ static PyObject *handle_touch(HandleObject *self, PyObject *const *args, Py_ssiz
 {
     if (check_nargs("touch", nargs, 3) < 0)
         return NULL;
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
+        return NULL;
     prepared pr;
-    if (prepare_store(self, args[0], NULL, args[1], args[2], &pr) < 0)
-        return NULL;
-    if (handle_lock(self) < 0) {
+    PyObject *result = NULL;
+    if (prepare_store(self, s, args[0], NULL, args[1], args[2], &pr) < 0)
+        goto done;
+    if (store_lock(s) < 0) {
         prepared_release(&pr);
-        return NULL;
+        goto done;
     }
     fc_key k = fkey(&pr.mk);
     int rc;
     if (pr.deferred != NULL) {
-        fc_entry *e = fc_peek_lock_held(TBL(self), &k);
+        fc_entry *e = fc_peek_lock_held(&s->table, &k);
         rc = (e != NULL && (e->never || e->expires > pr.now)) ? 2 : 0;
     }
     else
-        rc = fc_touch_lock_held(TBL(self), &k, pr.ex.never, pr.ex.expires, pr.now);
-    handle_unlock(self);
-    if (rc == 2) {
+        rc = fc_touch_lock_held(&s->table, &k, pr.ex.never, pr.ex.expires, pr.now);
+    store_unlock(s);
+    if (rc == 2)
         raise_deferred(&pr);
-        prepared_release(&pr);
-        return NULL;
-    }
+    else
+        result = PyBool_FromLong(rc);
     prepared_release(&pr);
-    return PyBool_FromLong(rc);
+done:
+    Py_DECREF(s);
+    return result;
 }
 
 /* has_key(key, version) */
@@ -1395,30 +1532,54 @@ static PyObject *handle_has_key(HandleObject *self, PyObject *const *args, Py_ss
     if (check_nargs("has_key", nargs, 2) < 0)
         return NULL;
     fc_state *st = state_of_type(Py_TYPE(self));
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
+        return NULL;
     made_key mk;
     double now;
-    if (make_key(self, args[0], args[1], &mk) < 0)
-        return NULL;
-    if (get_now(st, &now) < 0) {
-        made_key_release(&mk);
-        return NULL;
-    }
+    PyObject *result = NULL;
+    if (make_key(self, s, args[0], args[1], &mk) < 0)
+        goto done;
+    if (get_now(st, &now) < 0)
+        goto release;
     fc_key k = fkey(&mk);
-    if (self->store->shared) {
-        int rc = store_get_optimistic(self->store, &k, now, NULL);
+    if (s->shared) {
+        int rc = store_get_optimistic(s, &k, now, NULL);
         if (rc == FC_OK || rc == FC_MISS) {
-            made_key_release(&mk);
-            return PyBool_FromLong(rc == FC_OK);
+            result = PyBool_FromLong(rc == FC_OK);
+            goto release;
         }
     }
-    if (handle_lock(self) < 0) {
-        made_key_release(&mk);
-        return NULL;
-    }
-    fc_entry *e = fc_get_lock_held(TBL(self), &k, now, 0);
-    handle_unlock(self);
+    if (store_lock(s) < 0)
+        goto release;
+    fc_entry *e = fc_get_lock_held(&s->table, &k, now, 0);
+    store_unlock(s);
+    result = PyBool_FromLong(e != NULL);
+release:
     made_key_release(&mk);
-    return PyBool_FromLong(e != NULL);
+done:
+    Py_DECREF(s);
+    return result;
+}
+
+/* delete(key) on one store: 1 if it was there, 0 if not, -1 on error. */
+static int delete_one(HandleObject *self, PyObject *key, PyObject *version)
+{
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
+        return -1;
+    made_key mk;
+    int rc = -1;
+    if (make_key(self, s, key, version, &mk) == 0) {
+        if (store_lock(s) == 0) {
+            fc_key k = fkey(&mk);
+            rc = fc_delete_lock_held(&s->table, &k);
+            store_unlock(s);
+        }
+        made_key_release(&mk);
+    }
+    Py_DECREF(s);
+    return rc;
 }
 
 /* delete(key, version) */
@@ -1426,18 +1587,8 @@ static PyObject *handle_delete(HandleObject *self, PyObject *const *args, Py_ssi
 {
     if (check_nargs("delete", nargs, 2) < 0)
         return NULL;
-    made_key mk;
-    if (make_key(self, args[0], args[1], &mk) < 0)
-        return NULL;
-    if (handle_lock(self) < 0) {
-        made_key_release(&mk);
-        return NULL;
-    }
-    fc_key k = fkey(&mk);
-    int rc = fc_delete_lock_held(TBL(self), &k);
-    handle_unlock(self);
-    made_key_release(&mk);
-    return PyBool_FromLong(rc);
+    int rc = delete_one(self, args[0], args[1]);
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
 }
 
 static PyObject *not_found(const made_key *mk)
@@ -1460,14 +1611,18 @@ static PyObject *handle_incr(HandleObject *self, PyObject *const *args, Py_ssize
         return NULL;
     fc_state *st = state_of_type(Py_TYPE(self));
     PyObject *delta = args[1];
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
+        return NULL;
     made_key mk;
     double now;
-    if (make_key(self, args[0], args[2], &mk) < 0)
-        return NULL;
-    if (get_now(st, &now) < 0) {
-        made_key_release(&mk);
+    if (make_key(self, s, args[0], args[2], &mk) < 0) {
+        Py_DECREF(s);
         return NULL;
     }
+    PyObject *result = NULL;
+    if (get_now(st, &now) < 0)
+        goto done;
     int64_t idelta = 0;
     int fast = 0;
     if (PyLong_CheckExact(delta)) {
@@ -1481,22 +1636,21 @@ static PyObject *handle_incr(HandleObject *self, PyObject *const *args, Py_ssize
         }
     }
     fc_key k = fkey(&mk);
-    PyObject *result = NULL;
     for (;;) {
-        if (handle_lock(self) < 0)
+        if (store_lock(s) < 0)
             break;
         int64_t sum = 0;
         fc_entry *e;
         int rc;
         copied c;
         if (fast)
-            rc = fc_incr_lock_held(TBL(self), &k, idelta, now, &sum, &e);
+            rc = fc_incr_lock_held(&s->table, &k, idelta, now, &sum, &e);
         else {
-            e = fc_get_lock_held(TBL(self), &k, now, 0);
+            e = fc_get_lock_held(&s->table, &k, now, 0);
             rc = e ? FC_NOTINT : FC_MISS;
         }
         int oom = rc == FC_NOTINT && copy_out(&c, e) < 0;
-        handle_unlock(self);
+        store_unlock(s);
         if (rc == FC_MISS) {
             not_found(&mk);
             break;
@@ -1522,13 +1676,13 @@ static PyObject *handle_incr(HandleObject *self, PyObject *const *args, Py_ssize
             Py_DECREF(nv);
             break;
         }
-        if (handle_lock(self) < 0) {
+        if (store_lock(s) < 0) {
             enc_release(&ev);
             Py_DECREF(nv);
             break;
         }
-        rc = fc_replace_lock_held(TBL(self), &k, gen, ev.vtype, ev.p, ev.n);
-        handle_unlock(self);
+        rc = fc_replace_lock_held(&s->table, &k, gen, ev.vtype, ev.p, ev.n);
+        store_unlock(s);
         enc_release(&ev);
         if (rc == FC_OK) {
             result = nv;
@@ -1540,125 +1694,59 @@ static PyObject *handle_incr(HandleObject *self, PyObject *const *args, Py_ssize
             break;
         }
     }
+done:
     made_key_release(&mk);
+    Py_DECREF(s);
     return result;
 }
 
-/* ---- batches ---- */
+/* ---- batches ----
+ *
+ * BaseCache defines get_many, set_many and delete_many as loops over get,
+ * set and delete, and LocMemCache keeps them.  So are these: one key at a
+ * time, each made, looked up and decoded before the next is taken from the
+ * iterable, so that a key's __str__ or __hash__, a value's unpickling or
+ * pickling, or a patched clock sees exactly what it sees in LocMemCache's
+ * loop.  The loop runs in C; each key costs one uncontended lock. */
 
-typedef struct {
-    made_key *keys;
-    PyObject **objs; /* the caller's keys (get_many's result keys) */
-    enc_value *vals; /* set_many only */
-    Py_ssize_t n, cap;
-} batch;
-
-static void batch_release(batch *b)
+/* The two items of a set_many pair, as `for key, value in data.items()`
+ * unpacks them (new references). */
+static int unpack_pair(PyObject *item, PyObject **a, PyObject **b)
 {
-    for (Py_ssize_t i = 0; i < b->n; i++) {
-        made_key_release(&b->keys[i]);
-        Py_XDECREF(b->objs[i]);
-        if (b->vals)
-            enc_release(&b->vals[i]);
-    }
-    PyMem_Free(b->keys);
-    PyMem_Free(b->objs);
-    PyMem_Free(b->vals);
-}
-
-/* Makes room for one more item.  made_key structures are large (they embed
- * a small buffer) and are pointed into, so they are never moved once
- * built: the arrays grow before an item is added. */
-static int batch_grow(batch *b, int with_values)
-{
-    if (b->n < b->cap)
+    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+        *a = Py_NewRef(PyTuple_GET_ITEM(item, 0));
+        *b = Py_NewRef(PyTuple_GET_ITEM(item, 1));
         return 0;
-    Py_ssize_t cap = b->cap ? b->cap * 2 : 16;
-    made_key *nk = PyMem_Realloc(b->keys, (size_t)cap * sizeof(made_key));
-    if (nk == NULL)
-        goto nomem;
-    b->keys = nk;
-    /* made_key.p may point into its own buf: fix those after moving */
-    for (Py_ssize_t i = 0; i < b->n; i++)
-        if (b->keys[i].heap == NULL && b->keys[i].owned == NULL)
-            b->keys[i].p = b->keys[i].buf;
-    PyObject **no = PyMem_Realloc(b->objs, (size_t)cap * sizeof(PyObject *));
-    if (no == NULL)
-        goto nomem;
-    b->objs = no;
-    if (with_values) {
-        enc_value *nv = PyMem_Realloc(b->vals, (size_t)cap * sizeof(enc_value));
-        if (nv == NULL)
-            goto nomem;
-        b->vals = nv;
-        for (Py_ssize_t i = 0; i < b->n; i++)
-            if (b->vals[i].owned == NULL)
-                b->vals[i].p = b->vals[i].small;
     }
-    b->cap = cap;
-    return 0;
-nomem:
-    PyErr_NoMemory();
+    PyObject *it = PyObject_GetIter(item);
+    if (it == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) && Py_TYPE(item)->tp_iter == NULL &&
+            !PySequence_Check(item)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "cannot unpack non-iterable %.200s object",
+                         Py_TYPE(item)->tp_name);
+        }
+        return -1;
+    }
+    PyObject *got[3] = {NULL, NULL, NULL};
+    int n = 0;
+    while (n < 3 && (got[n] = PyIter_Next(it)) != NULL)
+        n++;
+    Py_DECREF(it);
+    if (n == 2 && !PyErr_Occurred()) {
+        *a = got[0];
+        *b = got[1];
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        Py_DECREF(got[i]);
+    if (PyErr_Occurred())
+        return -1;
+    if (n < 2)
+        PyErr_Format(PyExc_ValueError, "not enough values to unpack (expected 2, got %d)", n);
+    else
+        PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
     return -1;
-}
-
-/* Collects made keys from an iterable (and values, for a mapping's items).
- * On an error at item i, items [0, i) stay in the batch: the caller applies
- * them before raising, as LocMemCache's per-key loop would have. */
-static int batch_collect_keys(HandleObject *self, PyObject *keys, PyObject *version, batch *b)
-{
-    PyObject *it = PyObject_GetIter(keys);
-    if (it == NULL)
-        return -1;
-    PyObject *item;
-    int rc = 0;
-    while ((item = PyIter_Next(it)) != NULL) {
-        if (batch_grow(b, 0) < 0 || make_key(self, item, version, &b->keys[b->n]) < 0) {
-            Py_DECREF(item);
-            rc = -1;
-            break;
-        }
-        b->objs[b->n++] = item;
-    }
-    Py_DECREF(it);
-    if (rc == 0 && PyErr_Occurred())
-        rc = -1;
-    return rc;
-}
-
-static int batch_collect_items(HandleObject *self, PyObject *data, PyObject *version, batch *b)
-{
-    fc_state *st = state_of_type(Py_TYPE(self));
-    PyObject *items = PyObject_CallMethod(data, "items", NULL);
-    if (items == NULL)
-        return -1;
-    PyObject *it = PyObject_GetIter(items);
-    Py_DECREF(items);
-    if (it == NULL)
-        return -1;
-    PyObject *item;
-    int rc = 0;
-    while ((item = PyIter_Next(it)) != NULL) {
-        PyObject *key, *value;
-        if (batch_grow(b, 1) < 0 || !PyArg_UnpackTuple(item, "item", 2, 2, &key, &value) ||
-            make_key(self, key, version, &b->keys[b->n]) < 0) {
-            Py_DECREF(item);
-            rc = -1;
-            break;
-        }
-        if (encode_value(st, self, value, &b->vals[b->n]) < 0) {
-            made_key_release(&b->keys[b->n]);
-            Py_DECREF(item);
-            rc = -1;
-            break;
-        }
-        b->objs[b->n++] = Py_NewRef(key);
-        Py_DECREF(item);
-    }
-    Py_DECREF(it);
-    if (rc == 0 && PyErr_Occurred())
-        rc = -1;
-    return rc;
 }
 
 /* get_many(keys, version) -> dict */
@@ -1667,92 +1755,30 @@ static PyObject *handle_get_many(HandleObject *self, PyObject *const *args, Py_s
     if (check_nargs("get_many", nargs, 2) < 0)
         return NULL;
     fc_state *st = state_of_type(Py_TYPE(self));
-    batch b = {0};
-    PyObject *result = NULL;
-    copied *cs = NULL;
-    char *found = NULL;
-    double now;
-    int failed = batch_collect_keys(self, args[0], args[1], &b) < 0;
-    PyObject *exc = failed ? fc_get_raised() : NULL;
-    if (get_now(st, &now) < 0)
-        goto done;
-    cs = PyMem_Malloc(sizeof(copied) * (size_t)(b.n ? b.n : 1));
-    found = PyMem_Calloc((size_t)(b.n ? b.n : 1), 1);
-    if (cs == NULL || found == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    /* A shared store answers keys without the lock, in order, up to the
-     * first it cannot (then that one and the rest under the lock, so the
-     * uses stay in the order of the keys, as LocMemCache's get() loop). */
-    Py_ssize_t start = 0;
-    int drain = 0;
-    if (self->store->shared) {
-        for (; start < b.n; start++) {
-            fc_key k = fkey(&b.keys[start]);
-            int rc = store_get_optimistic(self->store, &k, now, &cs[start]);
-            if (rc == FC_OK)
-                found[start] = 1;
-            else if (rc != FC_MISS) {
-                drain = rc == FC_EFULL;
-                break;
-            }
-        }
-        if (failed) /* the uses are made, the values are not wanted */
-            for (Py_ssize_t i = 0; i < start; i++)
-                if (found[i]) {
-                    found[i] = 0;
-                    copied_release(&cs[i]);
-                }
-    }
-    int oom = 0;
-    if (start < b.n && handle_lock(self) < 0)
-        goto done;
-    if (drain)
-        fc_rings_drain_lock_held(TBL(self));
-    for (Py_ssize_t i = start; i < b.n; i++) {
-        fc_key k = fkey(&b.keys[i]);
-        fc_entry *e = fc_get_lock_held(TBL(self), &k, now, 1);
-        if (e != NULL && !failed) {
-            if (copy_out(&cs[i], e) < 0)
-                oom = 1;
-            else
-                found[i] = 1;
-        }
-    }
-    if (start < b.n)
-        handle_unlock(self);
-    if (failed)
-        goto done;
-    if (oom) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    result = PyDict_New();
-    for (Py_ssize_t i = 0; i < b.n; i++) {
-        if (!found[i])
-            continue;
-        found[i] = 0;
-        PyObject *v = result ? decode_copied(st, &cs[i]) : NULL;
-        if (v == NULL || PyDict_SetItem(result, b.objs[i], v) < 0)
-            Py_CLEAR(result);
-        Py_XDECREF(v);
-        copied_release(&cs[i]);
-    }
-done:
-    if (found != NULL)
-        for (Py_ssize_t i = 0; i < b.n; i++)
-            if (found[i])
-                copied_release(&cs[i]);
-    PyMem_Free(cs);
-    PyMem_Free(found);
-    batch_release(&b);
-    if (exc != NULL) {
-        Py_XDECREF(result);
-        fc_set_raised(exc);
+    PyObject *result = PyDict_New();
+    if (result == NULL)
         return NULL;
+    PyObject *it = PyObject_GetIter(args[0]);
+    if (it == NULL)
+        goto error;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *v;
+        int rc = get_one(self, st, item, args[1], &v);
+        if (rc > 0) {
+            rc = PyDict_SetItem(result, item, v);
+            Py_DECREF(v);
+        }
+        Py_DECREF(item);
+        if (rc < 0)
+            break;
     }
-    return result;
+    Py_DECREF(it);
+    if (!PyErr_Occurred())
+        return result;
+error:
+    Py_DECREF(result);
+    return NULL;
 }
 
 /* set_many(data, timeout, version) -> None */
@@ -1760,51 +1786,29 @@ static PyObject *handle_set_many(HandleObject *self, PyObject *const *args, Py_s
 {
     if (check_nargs("set_many", nargs, 3) < 0)
         return NULL;
-    fc_state *st = state_of_type(Py_TYPE(self));
-    batch b = {0};
-    double now;
-    expiry ex;
-    if (get_now(st, &now) < 0)
+    PyObject *items = PyObject_CallMethod(args[0], "items", NULL);
+    if (items == NULL)
         return NULL;
-    /* A bad timeout fails the call before anything is stored, but only when
-     * there is something to store (BaseCache's loop never looks at it for
-     * an empty mapping). */
-    PyObject *bad_timeout = NULL;
-    if (compute_expiry(st, self, args[1], now, &ex) < 0)
-        bad_timeout = fc_get_raised();
-    int failed = batch_collect_items(self, args[0], args[2], &b) < 0;
-    PyObject *exc = failed ? fc_get_raised() : NULL;
-    if (bad_timeout != NULL) {
-        int nothing = exc == NULL && b.n == 0;
-        batch_release(&b);
-        if (nothing) {
-            Py_DECREF(bad_timeout);
-            Py_RETURN_NONE;
+    PyObject *it = PyObject_GetIter(items);
+    Py_DECREF(items);
+    if (it == NULL)
+        return NULL;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *key, *value;
+        int rc = unpack_pair(item, &key, &value);
+        Py_DECREF(item);
+        if (rc == 0) {
+            rc = set_one(self, key, value, args[1], args[2]);
+            Py_DECREF(key);
+            Py_DECREF(value);
         }
-        Py_XDECREF(exc);
-        fc_set_raised(bad_timeout);
-        return NULL;
+        if (rc < 0)
+            break;
     }
-    int rc = FC_OK;
-    if (handle_lock(self) == 0) {
-        for (Py_ssize_t i = 0; i < b.n && rc == FC_OK; i++) {
-            fc_key k = fkey(&b.keys[i]);
-            rc = fc_set_lock_held(TBL(self), &k, b.vals[i].vtype, b.vals[i].p, b.vals[i].n,
-                                  ex.never, ex.expires, self->max_entries, self->cull_frequency);
-        }
-        handle_unlock(self);
-    }
-    else
-        rc = FC_ELOCK;
-    batch_release(&b);
-    if (exc != NULL) {
-        fc_set_raised(exc);
+    Py_DECREF(it);
+    if (PyErr_Occurred())
         return NULL;
-    }
-    if (rc == FC_ELOCK)
-        return NULL;
-    if (rc != FC_OK)
-        return table_error(rc);
     Py_RETURN_NONE;
 }
 
@@ -1813,33 +1817,33 @@ static PyObject *handle_delete_many(HandleObject *self, PyObject *const *args, P
 {
     if (check_nargs("delete_many", nargs, 2) < 0)
         return NULL;
-    batch b = {0};
-    int failed = batch_collect_keys(self, args[0], args[1], &b) < 0;
-    PyObject *exc = failed ? fc_get_raised() : NULL;
-    int locked = handle_lock(self) == 0;
-    if (locked) {
-        for (Py_ssize_t i = 0; i < b.n; i++) {
-            fc_key k = fkey(&b.keys[i]);
-            fc_delete_lock_held(TBL(self), &k);
-        }
-        handle_unlock(self);
-    }
-    batch_release(&b);
-    if (exc != NULL) {
-        fc_set_raised(exc);
+    PyObject *it = PyObject_GetIter(args[0]);
+    if (it == NULL)
         return NULL;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int rc = delete_one(self, item, args[1]);
+        Py_DECREF(item);
+        if (rc < 0)
+            break;
     }
-    if (!locked)
+    Py_DECREF(it);
+    if (PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *handle_clear(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (handle_lock(self) < 0)
+    StoreObject *s = (StoreObject *)Py_NewRef(self->store);
+    int rc = store_lock(s);
+    if (rc == 0) {
+        fc_clear_lock_held(&s->table);
+        store_unlock(s);
+    }
+    Py_DECREF(s);
+    if (rc < 0)
         return NULL;
-    fc_clear_lock_held(TBL(self));
-    handle_unlock(self);
     Py_RETURN_NONE;
 }
 
@@ -1848,12 +1852,25 @@ static PyObject *handle_make_key(HandleObject *self, PyObject *const *args, Py_s
 {
     if (check_nargs("make_key", nargs, 2) < 0)
         return NULL;
-    made_key mk;
-    if (make_key(self, args[0], args[1], &mk) < 0)
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
         return NULL;
-    PyObject *r = PyUnicode_DecodeUTF8(mk.p, (Py_ssize_t)mk.n, "surrogatepass");
-    made_key_release(&mk);
+    made_key mk;
+    PyObject *r = NULL;
+    if (make_key(self, s, args[0], args[1], &mk) == 0) {
+        r = PyUnicode_DecodeUTF8(mk.p, (Py_ssize_t)mk.n, "surrogatepass");
+        made_key_release(&mk);
+    }
+    Py_DECREF(s);
     return r;
+}
+
+/* recheck(): decide the fast paths again at the next call (the backend
+ * calls it when an instance attribute they depend on is assigned). */
+static PyObject *handle_recheck_later(HandleObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->seen_tag = 0;
+    Py_RETURN_NONE;
 }
 
 /* ---- attributes ---- */
@@ -2013,6 +2030,8 @@ static PyMethodDef handle_methods[] = {
     {"delete_many", FASTCALL(handle_delete_many), "delete_many(keys, version)"},
     {"make_key", FASTCALL(handle_make_key), "make_key(key, version) -> str"},
     {"clear", (PyCFunction)handle_clear, METH_NOARGS, "Remove every entry."},
+    {"recheck", (PyCFunction)handle_recheck_later, METH_NOARGS,
+     "Decide the fast paths again at the next call."},
     {NULL, NULL, 0, NULL},
 };
 #undef FASTCALL
@@ -2063,6 +2082,7 @@ static int handle_traverse(HandleObject *self, visitproc visit, void *arg)
     Py_VISIT(self->key_prefix);
     Py_VISIT(self->version);
     Py_VISIT(self->default_timeout);
+    Py_VISIT(self->owner_type);
     return 0;
 }
 
@@ -2072,6 +2092,8 @@ static int handle_clear_refs(HandleObject *self)
     Py_CLEAR(self->key_prefix);
     Py_CLEAR(self->version);
     Py_CLEAR(self->default_timeout);
+    Py_CLEAR(self->owner_type);
+    self->seen_tag = 0;
     return 0;
 }
 
@@ -2150,17 +2172,15 @@ static int fc_exec(PyObject *module)
     PyObject *time_mod = PyImport_ImportModule("time");
     if (time_mod == NULL)
         return -1;
+    st->time_module = time_mod;
     st->time_dict = Py_NewRef(PyModule_GetDict(time_mod));
-    st->time_time = PyObject_GetAttrString(time_mod, "time");
-    Py_DECREF(time_mod);
-    if (st->time_time == NULL)
-        return -1;
     st->str_time = PyUnicode_InternFromString("time");
     st->str_make_and_validate_key = PyUnicode_InternFromString("make_and_validate_key");
     st->str_get_backend_timeout = PyUnicode_InternFromString("get_backend_timeout");
     st->str_version = PyUnicode_InternFromString("version");
+    st->str_refresh_fast_paths = PyUnicode_InternFromString("_refresh_fast_paths");
     if (!st->str_time || !st->str_make_and_validate_key || !st->str_get_backend_timeout ||
-        !st->str_version)
+        !st->str_version || !st->str_refresh_fast_paths)
         return -1;
     if (PyModule_AddIntConstant(module, "MEMCACHE_MAX_KEY_LENGTH", MEMCACHE_MAX_KEY_LENGTH) < 0)
         return -1;
@@ -2177,8 +2197,8 @@ static int fc_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->key_warning);
     Py_VISIT(st->pickle_dumps);
     Py_VISIT(st->pickle_loads);
+    Py_VISIT(st->time_module);
     Py_VISIT(st->time_dict);
-    Py_VISIT(st->time_time);
     return 0;
 }
 
@@ -2192,12 +2212,13 @@ static int fc_clear(PyObject *module)
     Py_CLEAR(st->key_warning);
     Py_CLEAR(st->pickle_dumps);
     Py_CLEAR(st->pickle_loads);
+    Py_CLEAR(st->time_module);
     Py_CLEAR(st->time_dict);
-    Py_CLEAR(st->time_time);
     Py_CLEAR(st->str_time);
     Py_CLEAR(st->str_make_and_validate_key);
     Py_CLEAR(st->str_get_backend_timeout);
     Py_CLEAR(st->str_version);
+    Py_CLEAR(st->str_refresh_fast_paths);
     Py_CLEAR(st->empty_tuple);
     return 0;
 }

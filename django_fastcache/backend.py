@@ -5,8 +5,9 @@ Django (and projects) can patch and introspect them exactly as they do
 LocMemCache.  Each hot method is one call into the C handle, which builds and
 validates the key, takes the table lock once, and encodes/decodes the value
 outside the lock.  A project that customises KEY_FUNCTION, or a subclass that
-overrides make_key/validate_key/get_backend_timeout, still gets its own code:
-the handle notices at configuration time and calls back into Python.
+overrides make_key/validate_key/get_backend_timeout, or a test that patches
+any of them (on the instance, the class or BaseCache, at any time), still gets
+its own code: the handle notices at the next call and calls back into Python.
 """
 
 from __future__ import annotations
@@ -286,14 +287,34 @@ class FastCache(BaseCache):
         self._refresh_fast_paths()
 
     def _refresh_fast_paths(self) -> None:
+        # Called by the C handle whenever this class or a base class has
+        # changed since it last decided (a patch of BaseCache.validate_key,
+        # of FastCache.make_key...), and by __setattr__/__delattr__ below for
+        # instance patches: keys and expiry are computed in C only while
+        # every method they stand for is Django's own.
         cls = type(self)
+        patched = _FAST_PATH_METHODS.intersection(self.__dict__)
         self._fc.fast_key = (
             self._key_function is default_key_func
-            and cls.make_key is BaseCache.make_key
-            and cls.validate_key is BaseCache.validate_key
-            and cls.make_and_validate_key is BaseCache.make_and_validate_key
+            and not patched - {"get_backend_timeout"}
+            and cls.make_key is _BASE_MAKE_KEY
+            and cls.validate_key is _BASE_VALIDATE_KEY
+            and cls.make_and_validate_key is _BASE_MAKE_AND_VALIDATE_KEY
         )
-        self._fc.fast_timeout = cls.get_backend_timeout is BaseCache.get_backend_timeout
+        self._fc.fast_timeout = (
+            "get_backend_timeout" not in patched
+            and cls.get_backend_timeout is _BASE_GET_BACKEND_TIMEOUT
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in _WATCHED_ATTRIBUTES and "_fc" in self.__dict__:
+            self._fc.recheck()
+
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+        if name in _WATCHED_ATTRIBUTES and "_fc" in self.__dict__:
+            self._fc.recheck()
 
     # Attributes that BaseCache.__init__ assigns and that Django's tests and
     # projects read or reassign at run time live in the C handle.
@@ -409,22 +430,23 @@ class FastCache(BaseCache):
         """Zero the counters (entries and bytes are not counters)."""
         self._fc.store.reset_stats()
 
-    # Batches take the lock once, unless a subclass or a patch changed the
-    # single-key method they are defined in terms of (BaseCache loops over it).
+    # Batches are BaseCache's loops over get/set/delete, run in C one key at a
+    # time; a subclass or a patch (on the class or the instance) of the
+    # single-key method sends them through BaseCache's own loop instead.
     def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
-        if type(self).get is not _GET:
+        if type(self).get is not _GET or "get" in self.__dict__:
             return BaseCache.get_many(self, keys, version=version)
         return self._fc.get_many(keys, version)
 
     def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
                  version: Any = None) -> list[Any]:
-        if type(self).set is not _SET:
+        if type(self).set is not _SET or "set" in self.__dict__:
             return BaseCache.set_many(self, data, timeout=timeout, version=version)
         self._fc.set_many(data, timeout, version)
         return []
 
     def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
-        if type(self).delete is not _DELETE:
+        if type(self).delete is not _DELETE or "delete" in self.__dict__:
             return BaseCache.delete_many(self, keys, version=version)
         self._fc.delete_many(keys, version)
 
@@ -503,6 +525,14 @@ _ASYNC_DELEGATES = {
     for name in ("get_many", "set_many", "delete_many", "has_key", "incr", "close")
 }
 _GET = FastCache.get
+_BASE_MAKE_KEY = BaseCache.make_key
+_BASE_VALIDATE_KEY = BaseCache.validate_key
+_BASE_MAKE_AND_VALIDATE_KEY = BaseCache.make_and_validate_key
+_BASE_GET_BACKEND_TIMEOUT = BaseCache.get_backend_timeout
+_FAST_PATH_METHODS = frozenset(
+    {"make_key", "validate_key", "make_and_validate_key", "get_backend_timeout"}
+)
+_WATCHED_ATTRIBUTES = _FAST_PATH_METHODS | {"__class__"}
 _SET = FastCache.set
 _DELETE = FastCache.delete
 
