@@ -969,6 +969,20 @@ int fc_table_check(const fc_table *t)
     return 0;
 }
 
+int fc_table_check_keys(const fc_table *t)
+{
+    int rc = fc_table_check(t);
+    if (rc != 0)
+        return rc;
+    fc_off ro = root_off(t);
+    for (fc_off eo = t->h->root.next; eo != ro; eo = ENT(t, eo)->lru.next) {
+        const fc_entry *e = ENT(t, eo);
+        if (e->hash != fc_hash(t, e->data, e->klen))
+            return -23; /* an entry hashed for another table */
+    }
+    return 0;
+}
+
 #ifdef FC_DEBUG
 int fc_table_check_due(const fc_table *t)
 {

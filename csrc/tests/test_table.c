@@ -1568,6 +1568,33 @@ static void test_hash(void)
     fc_table_destroy(&t3);
 }
 
+/* fc_table_check_keys finds an entry hashed with another table's seeds,
+ * which fc_table_check cannot (the entry is where its own hash says), and
+ * the same key added beside it under the right hash. */
+static void test_check_keys(void)
+{
+    fc_mem mem1, mem2;
+    fc_table t1, t2;
+    fc_mem_heap_init(&mem1);
+    fc_mem_heap_init(&mem2);
+    CHECK_EQ(fc_table_init(&t1, &mem1, 0, 1, 2), FC_OK);
+    CHECK_EQ(fc_table_init(&t2, &mem2, 0, 3, 4), FC_OK);
+    CHECK_EQ(sset(&t1, "a", "1", 1, 0), FC_OK);
+    CHECK_EQ(fc_table_check_keys(&t1), 0);
+    fc_key foreign = ks(&t2, "k"); /* made for t2, stored in t1 */
+    CHECK_EQ(fc_set_lock_held(&t1, &foreign, FC_VT_STR, "x", 1, 1, 0, BIG, 3), FC_OK);
+    CHECK_EQ(fc_table_check(&t1), 0);
+    CHECK_EQ(fc_table_check_keys(&t1), -23);
+    fc_key own = ks(&t1, "k");
+    CHECK(fc_peek_lock_held(&t1, &own) == NULL); /* lookups cannot see it */
+    CHECK_EQ(fc_set_lock_held(&t1, &own, FC_VT_STR, "y", 1, 1, 0, BIG, 3), FC_OK);
+    CHECK_EQ(fc_table_check_keys(&t1), -23); /* the duplicate */
+    CHECK_EQ(fc_delete_lock_held(&t1, &foreign), 1);
+    CHECK_EQ(fc_table_check_keys(&t1), 0);
+    fc_table_destroy(&t1);
+    fc_table_destroy(&t2);
+}
+
 /* Collisions: fc_key carries the caller's hash, so chains can be forced
  * regardless of the bucket count. */
 static void test_collisions(void)
@@ -2650,6 +2677,7 @@ int main(void)
         {"growth", test_growth},
         {"binary", test_binary},
         {"hash", test_hash},
+        {"check_keys", test_check_keys},
         {"collisions", test_collisions},
         {"enomem", test_enomem},
         {"offsets", test_offsets},
