@@ -40,7 +40,12 @@ _fastcache.configure(
 
 # Stores are keyed by LOCATION, like LocMemCache's module-level dicts: every
 # backend instance with the same LOCATION in this process shares one table.
+# FastCache's private tables (by LOCATION) and SharedMemoryCache's segments
+# (by segment path) have separate registries, so that a LOCATION spelt like
+# a segment path never hands one kind's table to the other.  One lock guards
+# both.
 _stores: dict[str, _fastcache.Store] = {}
+_segments: dict[str, _fastcache.Store] = {}
 _stores_lock = threading.Lock()
 
 KNOWN_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
@@ -64,19 +69,19 @@ def _before_fork() -> None:
     # Take every table lock so that no table is forked half-written and the
     # child never inherits a lock held by a thread that does not exist there.
     _stores_lock.acquire()
-    for store in _stores.values():
+    for store in [*_stores.values(), *_segments.values()]:
         store._fork_acquire()
 
 
 def _after_fork_parent() -> None:
-    for store in _stores.values():
+    for store in [*_stores.values(), *_segments.values()]:
         store._fork_release()
     _stores_lock.release()
 
 
 def _after_fork_child() -> None:
     global _stores_lock
-    for store in _stores.values():
+    for store in [*_stores.values(), *_segments.values()]:
         store._fork_reinit()
     _stores_lock = threading.Lock()
 
@@ -113,7 +118,7 @@ def remove_segment(location: str) -> bool:
     """
     path = segment_path(location)
     with _stores_lock:
-        _stores.pop(path, None)
+        _segments.pop(path, None)
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -123,7 +128,7 @@ def remove_segment(location: str) -> bool:
 
 def _shared_store_for(path: str, max_bytes: int) -> _fastcache.Store:
     with _stores_lock:
-        store = _stores.get(path)
+        store = _segments.get(path)
         if store is None:
             try:
                 store = _fastcache.Store.shared(path, max_bytes)
@@ -131,7 +136,7 @@ def _shared_store_for(path: str, max_bytes: int) -> _fastcache.Store:
                 raise ImproperlyConfigured(
                     f"SharedMemoryCache cannot use {path}: {exc}"
                 ) from exc
-            _stores[path] = store
+            _segments[path] = store
         return store
 
 
