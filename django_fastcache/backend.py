@@ -65,25 +65,27 @@ def _store_for(name: str) -> _fastcache.Store:
         return store
 
 
+# fork takes no table lock: tables are only touched with the GIL held, so
+# none is ever forked half-written, and a fork that waited for table locks
+# could deadlock (two processes forking, each holding one of two segments'
+# locks; a fork inside `with cache._lock:`).  The child settles who holds
+# each lock on its first use of the store (_fork_reinit, done here at once
+# for the registered ones; see store_after_fork in fc_module.c).  The
+# registry lock is held across fork, so that no registry change or segment
+# creation is half done (holders never wait for a table lock).
 def _before_fork() -> None:
-    # Take every table lock so that no table is forked half-written and the
-    # child never inherits a lock held by a thread that does not exist there.
     _stores_lock.acquire()
-    for store in [*_stores.values(), *_segments.values()]:
-        store._fork_acquire()
 
 
 def _after_fork_parent() -> None:
-    for store in [*_stores.values(), *_segments.values()]:
-        store._fork_release()
     _stores_lock.release()
 
 
 def _after_fork_child() -> None:
     global _stores_lock
+    _stores_lock = threading.Lock()
     for store in [*_stores.values(), *_segments.values()]:
         store._fork_reinit()
-    _stores_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
