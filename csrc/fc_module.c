@@ -31,6 +31,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/random.h>
@@ -644,6 +645,9 @@ static PyObject *store_locked(StoreObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_FALSE;
 }
 
+/* acquire(blocking, timeout), with threading.Lock's rules; backend.py's
+ * _LockView has threading.Lock check the arguments first, so that errors
+ * are exactly its errors in every Python version. */
 static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
@@ -656,12 +660,20 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
     double timeout = PyFloat_AsDouble(args[1]);
     if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
+    if (isnan(timeout)) {
+        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+        return NULL;
+    }
     if (!blocking && timeout != -1.0) {
         PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
         return NULL;
     }
     if (timeout < 0 && timeout != -1.0) {
         PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+        return NULL;
+    }
+    if (timeout > (double)PY_TIMEOUT_MAX / 1e6) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
         return NULL;
     }
     if (store_mine(self) < 0)
@@ -672,21 +684,18 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
         rc = fc_table_lock(&self->table);
         Py_END_ALLOW_THREADS
     }
-    if (rc == FC_OK || !blocking || timeout == -1.0) {
-        if (rc == FC_OK) {
-            self->py_locks++;
-            self->py_holder = PyThread_get_thread_ident();
-        }
-        return PyBool_FromLong(rc == FC_OK);
+    else if (rc != FC_OK && blocking && timeout > 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        double secs = (double)until.tv_sec + until.tv_nsec / 1e9 + timeout;
+        until.tv_sec = (time_t)secs;
+        until.tv_nsec = (long)((secs - (double)until.tv_sec) * 1e9);
+        if (until.tv_nsec < 0 || until.tv_nsec >= 1000000000)
+            until.tv_nsec = 0;
+        Py_BEGIN_ALLOW_THREADS
+        rc = fc_table_timedlock(&self->table, &until);
+        Py_END_ALLOW_THREADS
     }
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    double secs = (double)until.tv_sec + until.tv_nsec / 1e9 + timeout;
-    until.tv_sec = (time_t)secs;
-    until.tv_nsec = (long)((secs - (double)until.tv_sec) * 1e9);
-    Py_BEGIN_ALLOW_THREADS
-    rc = fc_table_timedlock(&self->table, &until);
-    Py_END_ALLOW_THREADS
     if (rc == FC_OK) {
         self->py_locks++;
         self->py_holder = PyThread_get_thread_ident();
@@ -694,21 +703,32 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
     return PyBool_FromLong(rc == FC_OK);
 }
 
+/* release(): as threading.Lock's, except that a shared store's lock can
+ * only be released by the thread that took it.  Its mutex is robust and
+ * process-shared, so it belongs to that thread: unlocking it from another
+ * would fail and leave it held for every process. */
 static PyObject *store_release(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (store_mine(self) < 0)
         return NULL;
-    if (self->py_locks > 0) {
+    unsigned long me = PyThread_get_thread_ident();
+    if (self->py_locks > 0 && (!self->shared || self->py_holder == me)) {
         self->py_locks--;
         fc_table_unlock(&self->table);
         Py_RETURN_NONE;
     }
-    if (self->py_inherited > 0 && self->py_heir == PyThread_get_thread_ident()) {
+    if (self->py_inherited > 0 && self->py_heir == me) {
         /* Held by the parent's forking thread, which releases it there. */
         self->py_inherited--;
         Py_RETURN_NONE;
     }
-    PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+    if (self->py_locks == 0 && self->py_inherited == 0)
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+    else
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot release a SharedMemoryCache lock acquired by another thread "
+                        "(its process-shared mutex can only be released by the thread holding "
+                        "it)");
     return NULL;
 }
 

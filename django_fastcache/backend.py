@@ -242,7 +242,11 @@ class _ExpireInfoView(_CacheView):
 
 
 class _LockView:
-    """The table lock, with threading.Lock's interface (LocMemCache._lock)."""
+    """The table lock, with threading.Lock's interface (LocMemCache._lock).
+
+    A SharedMemoryCache's lock can only be released by the thread that
+    acquired it (RuntimeError otherwise; see Store.release).
+    """
 
     __slots__ = ("_store",)
 
@@ -253,6 +257,11 @@ class _LockView:
         return self._store.locked()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if timeout != -1:
+            # A fresh threading.Lock checks the arguments (and, being free,
+            # never waits), so that bad ones raise exactly its errors, whose
+            # texts differ between Python versions.
+            threading.Lock().acquire(blocking, timeout)
         return self._store.acquire(blocking, timeout)
 
     def release(self) -> None:

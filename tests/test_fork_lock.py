@@ -7,6 +7,10 @@
 - A fork inside ``with cache._lock:`` neither hangs nor breaks the child: as
   with LocMemCache's threading.Lock, the child's lock is still held inside
   the block and released by leaving it.
+- ``cache._lock`` behaves like threading.Lock where it can (arguments,
+  errors, release from another thread); where a SharedMemoryCache cannot
+  (its mutex belongs to the thread that took it), release from another
+  thread raises instead of silently leaving the lock held.
 - FastCache and SharedMemoryCache keep separate registries: a FastCache
   LOCATION that happens to equal a segment path never hands its private
   table to a SharedMemoryCache (or the reverse).
@@ -19,22 +23,26 @@ test instead of hanging pytest.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
 import pytest
 from conftest import FASTCACHE_IMPORT_FAILURE, FASTCACHE_SKIP_REASON
+from django.core.cache.backends import locmem
+from django.core.cache.backends.locmem import LocMemCache
 
 if FASTCACHE_SKIP_REASON:
     pytest.skip(FASTCACHE_SKIP_REASON, allow_module_level=True)
 if FASTCACHE_IMPORT_FAILURE:
     raise ImportError(FASTCACHE_IMPORT_FAILURE)
 
-from fc_helpers import child_pythonpath  # noqa: E402
+from fc_helpers import child_pythonpath, outcome, run_with_deadline  # noqa: E402
 
 import django_fastcache.backend as backend  # noqa: E402
 from django_fastcache import (  # noqa: E402
@@ -190,6 +198,172 @@ def test_fork_settles_unregistered_stores_on_first_use(shm_dir):
     (result,) = finish([proc], timeout=90)
     assert result["ok"] == 50, result
     assert result["locked_after"] == [False] * 4, result
+
+
+# --------------------------------------------------------------------------
+# cache._lock against threading.Lock
+
+
+@pytest.fixture(params=["locmem", "fastcache", "shared"])
+def lock_cache(request, shm_dir):
+    location = unique(f"lock-{request.param}")
+    if request.param == "locmem":
+        cache = LocMemCache(location, {})
+    elif request.param == "fastcache":
+        cache = FastCache(location, {})
+    else:
+        shm_dir.append(location)
+        cache = SharedMemoryCache(location, {"OPTIONS": {"MAX_BYTES": MiB}})
+    cache.kind = request.param
+    yield cache
+    if request.param == "locmem":
+        for d in (locmem._caches, locmem._expire_info, locmem._locks):
+            d.pop(location, None)
+    elif request.param == "fastcache":
+        with backend._stores_lock:
+            backend._stores.pop(location, None)
+
+
+class Holder:
+    """A thread that holds some locks until told to let go."""
+
+    def __init__(self, *locks) -> None:
+        self.locks = locks
+        self.took = threading.Event()
+        self.go = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        for lock in self.locks:
+            lock.acquire()
+        self.took.set()
+        self.go.wait(30)
+        for lock in self.locks:
+            try:
+                lock.release()
+            except RuntimeError:
+                pass
+
+    def __enter__(self) -> Holder:
+        self.thread.start()
+        assert self.took.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.go.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+INF, NAN = math.inf, math.nan
+ACQUIRE_ARGS = [
+    ((), {"timeout": INF}),
+    ((True, INF), {}),
+    ((True, -INF), {}),
+    ((True, NAN), {}),
+    ((True, 1e300), {}),
+    ((True, threading.TIMEOUT_MAX * 2), {}),
+    ((True, 2**70), {}),
+    ((False, 1), {}),
+    ((), {"blocking": False, "timeout": 0.01}),
+    ((True, -2), {}),
+    ((True, -0.5), {}),
+    ((True, "1"), {}),
+    ((True, None), {}),
+    ((False,), {}),
+    ((False, -1), {}),
+    ((True, 0), {}),
+    ((True, 0.01), {}),
+    ((), {"timeout": 0.02}),
+]
+
+
+def _ids(case) -> str:
+    args, kwargs = case
+    return ",".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+
+
+@pytest.mark.parametrize("case", ACQUIRE_ARGS, ids=list(map(_ids, ACQUIRE_ARGS)))
+def test_acquire_arguments_match_threading_lock_when_held(lock_cache, case):
+    args, kwargs = case
+    ref = threading.Lock()
+    with Holder(ref, lock_cache._lock):
+        expected = outcome(lambda: ref.acquire(*args, **kwargs))
+        got = run_with_deadline(
+            lambda: outcome(lambda: lock_cache._lock.acquire(*args, **kwargs)), 10
+        )
+    assert got == expected
+
+
+@pytest.mark.parametrize("case", ACQUIRE_ARGS, ids=list(map(_ids, ACQUIRE_ARGS)))
+def test_acquire_arguments_match_threading_lock_when_free(lock_cache, case):
+    args, kwargs = case
+    ref = threading.Lock()
+    expected = outcome(lambda: ref.acquire(*args, **kwargs))
+
+    def attempt():  # in one thread: a SharedMemoryCache lock is its taker's
+        got = outcome(lambda: lock_cache._lock.acquire(*args, **kwargs))
+        held = lock_cache._lock.locked()
+        if ref.locked():
+            lock_cache._lock.release()
+        return got, held
+
+    got, held = run_with_deadline(attempt, 10)
+    assert got == expected
+    assert held == ref.locked()
+    assert not lock_cache._lock.locked()
+
+
+def test_release_of_an_unlocked_lock(lock_cache):
+    expected = outcome(threading.Lock().release)
+    assert expected[:3] == ("raise", RuntimeError, "release unlocked lock")
+    assert outcome(lock_cache._lock.release) == expected
+
+
+def test_release_from_another_thread(lock_cache):
+    lock = lock_cache._lock
+    assert lock.acquire()
+    box: dict[str, object] = {}
+
+    def other():
+        box["release"] = outcome(lock.release)
+
+    run_with_deadline(other, 10)
+    if lock_cache.kind != "shared":
+        # threading.Lock: any thread may release it.
+        assert box["release"][:2] == ("return", type(None)), box
+        assert not lock.locked()
+    else:
+        # The segment's mutex belongs to the thread that took it: another
+        # thread's release raises, and the lock stays held (by its owner).
+        kind, exc_type, message, _ = box["release"]
+        assert (kind, exc_type) == ("raise", RuntimeError), box
+        assert "another thread" in message, message
+        assert lock.locked()
+        assert run_with_deadline(lambda: lock.acquire(False), 10) is False
+        lock.release()
+        assert not lock.locked()
+    # Writes from other threads (and so from other processes) go on.
+    run_with_deadline(lambda: lock_cache.set("after", 1), 10)
+    assert lock_cache.get("after") == 1
+
+
+def test_shared_lock_released_by_its_owner_after_a_refused_release(shm_dir):
+    location = unique("lock-owner")
+    shm_dir.append(location)
+    cache = SharedMemoryCache(location, {"OPTIONS": {"MAX_BYTES": MiB}})
+    cache.set("k", 1)
+    errors = []
+    with Holder(cache._lock):
+        try:
+            cache._lock.release()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        assert cache._lock.locked()
+    # The holder released it normally on leaving.
+    assert len(errors) == 1, errors
+    assert not cache._lock.locked()
+    assert run_with_deadline(lambda: cache.get("k"), 10) == 1
 
 
 # --------------------------------------------------------------------------
