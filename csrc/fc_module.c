@@ -193,14 +193,19 @@ typedef struct {
 /* Forks of this process and the thread that made the last one, recorded in
  * the child (pthread_atfork, so every fork counts, os.fork() or not): a
  * store compares fc_forks with its own count to notice it was forked
- * (store_mine) and never logs to a ring its parent owns. */
+ * (store_mine) and never logs to a ring its parent owns.  fc_fork_run is
+ * fc_forks before the first of the latest forks all made by that thread. */
 static unsigned long fc_forks;
 static unsigned long fc_fork_thread;
+static unsigned long fc_fork_run;
 static pthread_once_t fc_setup_once = PTHREAD_ONCE_INIT;
 static void count_fork(void)
 {
+    unsigned long me = PyThread_get_thread_ident();
+    if (me != fc_fork_thread)
+        fc_fork_run = fc_forks;
     fc_forks++;
-    fc_fork_thread = PyThread_get_thread_ident();
+    fc_fork_thread = me;
 }
 
 /* Gets without the lock order their uses by CLOCK_MONOTONIC stamps, which
@@ -244,13 +249,17 @@ static int pid_alive(uint64_t pid)
  *     which release() drops without unlocking (and locked() reports); the
  *     child's first use of the table waits for the parent to release it.
  *     The child claims a ring of its own (store_owns_ring).
+ * A store left unused through several forks (a child that forks again
+ * first) keeps the holds only if one thread made all those forks: a thread
+ * made in between may have the ident of the parent's holder.
  * Returns 0, or -1 with an exception if a new mutex cannot be made. */
 static int store_after_fork(StoreObject *s)
 {
     long holds = 0;
-    if (s->py_locks > 0 && s->py_holder == fc_fork_thread)
+    int one_thread = s->forks >= fc_fork_run;
+    if (one_thread && s->py_locks > 0 && s->py_holder == fc_fork_thread)
         holds += s->py_locks;
-    if (s->py_inherited > 0 && s->py_heir == fc_fork_thread)
+    if (one_thread && s->py_inherited > 0 && s->py_heir == fc_fork_thread)
         holds += s->py_inherited;
     if (s->shared) {
         s->py_locks = 0;

@@ -3,6 +3,7 @@
     python fork_lock_scenario.py opposite JSON
     python fork_lock_scenario.py with_lock JSON
     python fork_lock_scenario.py lazy JSON
+    python fork_lock_scenario.py reuse JSON
 
 opposite   Two SharedMemoryCaches, opened and used in the order cfg["order"]
            gives (the test starts two of these processes with opposite
@@ -21,6 +22,8 @@ lazy       Stores made directly (outside the backends' registries, so the
            at-fork hook does not see them), some held by the forking thread
            and some by another thread: the child finds its own holds still
            its own and the other thread's not its own.
+reuse      A child's new thread with the ident of a parent's lock holder
+           forks again: the grandchild gets none of that holder's holds.
 
 Both print one JSON line: per-child outcome counts ("ok", "fail", "hang":
 killed at its deadline) and the elapsed time, and exit 0 only when every
@@ -302,6 +305,73 @@ def lazy(cfg: dict) -> int:
     return summary(results, started, locked_after=[s.locked() for s in mine + others])
 
 
+def reuse(cfg: dict) -> int:
+    """Thread A of the parent holds two stores (outside the registries) when
+    the main thread forks.  In the child a new thread, which glibc usually
+    gives A's old stack and so A's ident, forks again before anything uses
+    the stores: the grandchild must not take A's holds for that thread's."""
+    from django_fastcache import _fastcache
+
+    shm_dir = os.environ["DJANGO_FASTCACHE_SHM_DIR"]
+    private = _fastcache.Store()
+    shared = _fastcache.Store.shared(os.path.join(shm_dir, "reuse"), 2**20)
+    took, go = threading.Event(), threading.Event()
+    holder_ident = []
+
+    def hold() -> None:
+        holder_ident.append(threading.get_ident())
+        private.acquire(True, -1)
+        shared.acquire(True, -1)
+        took.set()
+        go.wait(60)
+        shared.release()
+        private.release()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert took.wait(10)
+    started = time.monotonic()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+
+        def grandchild():
+            assert not private.locked()
+            for store in (private, shared):
+                try:
+                    store.release()
+                except RuntimeError as exc:
+                    assert str(exc) == "release unlocked lock", exc
+                else:
+                    raise AssertionError("released a hold nobody here took")
+            assert private.acquire(False, -1)
+            private.release()
+
+        def work():
+            box = {}
+
+            def second_fork():
+                box["reused"] = threading.get_ident() == holder_ident[0]
+                pid2 = os.fork()
+                if pid2 == 0:
+                    in_child(grandchild, 10)
+                box["grandchild"] = wait_child(pid2, 10)
+
+            t = threading.Thread(target=second_fork)
+            t.start()
+            t.join(20)
+            os.write(write_end, b"1" if box.get("reused") else b"0")
+            assert box.get("grandchild") == "ok", box
+
+        in_child(work, 30)
+    os.close(write_end)
+    results = [wait_child(pid, cfg["child_timeout"])]
+    reused = os.read(read_end, 1) == b"1"
+    go.set()
+    holder.join(10)
+    return summary(results, started, reused=reused)
+
+
 def main() -> int:
     # Python 3.12+ warns about fork() in a multi-threaded process.
     import warnings
@@ -309,7 +379,12 @@ def main() -> int:
     warnings.simplefilter("ignore", DeprecationWarning)
     setup_django()
     mode, cfg = sys.argv[1], json.loads(sys.argv[2])
-    modes = {"opposite": opposite, "with_lock": with_lock, "lazy": lazy}
+    modes = {
+        "opposite": opposite,
+        "with_lock": with_lock,
+        "lazy": lazy,
+        "reuse": reuse,
+    }
     return modes[mode](cfg)
 
 
