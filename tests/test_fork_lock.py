@@ -167,13 +167,15 @@ def test_two_processes_forking_with_two_segments_in_opposite_orders(
 # fork inside `with cache._lock:`
 
 
-FORKS_IN_WITH = 200
+FORKS_IN_WITH = {"locmem": 50, "fastcache": 200, "shared": 200}
 
 
 @pytest.mark.parametrize("impl", ["locmem", "fastcache", "shared"])
 def test_fork_inside_with_lock(impl, shm_dir):
-    # locmem is the reference: its threading.Lock is copied held into the
-    # child, and leaving the `with` block there releases it.
+    # locmem is the reference (fewer forks: it only shows the semantics): its
+    # threading.Lock is copied held into the child, and leaving the `with`
+    # block there releases it.
+    forks = FORKS_IN_WITH[impl]
     location = unique(f"with-{impl}")
     if impl == "shared":
         shm_dir.append(location)
@@ -182,13 +184,13 @@ def test_fork_inside_with_lock(impl, shm_dir):
         {
             "impl": impl,
             "location": location,
-            "forks": FORKS_IN_WITH,
+            "forks": forks,
             "child_timeout": 20,
         },
     )
     (result,) = finish([proc], timeout=90)
-    assert result["ok"] == FORKS_IN_WITH, result
-    assert result["parent_ok"] == FORKS_IN_WITH, result
+    assert result["ok"] == forks, result
+    assert result["parent_ok"] == forks, result
     assert result["locked_after"] is False, result
     assert result["thread_alive"] is False, result
 
