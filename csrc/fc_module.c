@@ -17,8 +17,10 @@
  *      *_many calls), copy any value out into C memory, release the lock;
  *   3. decode (or unpickle) the copy.
  * The lock is taken with trylock first; when another thread holds it, the
- * GIL is released while waiting, so a holder that needs the GIL back (or a
- * fork handler) can always make progress.
+ * GIL is released while waiting, so a holder that needs the GIL back can
+ * always make progress.  Step 2 always runs with the GIL held (the GIL is
+ * released only to wait for the lock), which is what lets fork work without
+ * taking any lock (store_after_fork).
  *
  * Values of exact builtin immutable types (None, bool, int that fits 64
  * bits, float, str, bytes) are stored by a small codec instead of pickle:
@@ -29,6 +31,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/random.h>
@@ -187,9 +190,16 @@ typedef struct {
     /* The lock as taken by Python code (cache._lock.acquire()): how many
      * times, and by which thread last.  release() requires one, so nobody
      * can release a lock an operation (or another process) holds, and the
-     * holding thread may still read the views. */
+     * holding thread may still read the views.  py_inherited: a shared
+     * store's holds that py_heir, the thread that forked this process, had
+     * in the parent (store_after_fork); release() drops them without
+     * unlocking.  forks: fc_forks when this lock state was last made this
+     * process's. */
     long py_locks;
     unsigned long py_holder;
+    long py_inherited;
+    unsigned long py_heir;
+    unsigned long forks;
     /* A shared store's ring for gets without the lock (fc_table.h): its
      * index, RING_NONE before it is claimed, RING_BUSY while every ring is
      * taken (retried every RING_RETRY gets).  Claimed in this process:
@@ -203,11 +213,23 @@ typedef struct {
 #define RING_BUSY (-2)
 #define RING_RETRY 4096
 
-/* Forks of this process, counted in the child (pthread_atfork), so that a
- * store never logs to a ring its parent owns. */
+/* Forks of this process and the thread that made the last one, recorded in
+ * the child (pthread_atfork, so every fork counts, os.fork() or not): a
+ * store compares fc_forks with its own count to notice it was forked
+ * (store_mine) and never logs to a ring its parent owns.  fc_fork_run is
+ * fc_forks before the first of the latest forks all made by that thread. */
 static unsigned long fc_forks;
+static unsigned long fc_fork_thread;
+static unsigned long fc_fork_run;
 static pthread_once_t fc_setup_once = PTHREAD_ONCE_INIT;
-static void count_fork(void) { fc_forks++; }
+static void count_fork(void)
+{
+    unsigned long me = PyThread_get_thread_ident();
+    if (me != fc_fork_thread)
+        fc_fork_run = fc_forks;
+    fc_forks++;
+    fc_fork_thread = me;
+}
 
 /* Gets without the lock order their uses by CLOCK_MONOTONIC stamps, which
  * needs a clock finer than one operation: on a host whose clock is coarser
@@ -232,6 +254,62 @@ static int pid_alive(uint64_t pid)
     return pid > (uint64_t)INT32_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH;
 }
 
+/* The lock state of a store in a forked child, set right on the child's
+ * first use of the store after the fork (or at once, by the at-fork hook in
+ * backend.py).  Nothing is locked for a fork: a table is only read or
+ * written with the GIL held, and the forking thread holds the GIL, so no
+ * table is ever forked half-written (and a fork never waits, so it can
+ * never deadlock with a lock holder, in this process or another).  What
+ * the child must settle is who holds the lock:
+ *   - a private table's mutex is the child's own copy, maybe held by a
+ *     thread that does not exist in the child: it is made anew.  If the
+ *     forking thread held it through cache._lock, that thread holds the new
+ *     one, as it would a threading.Lock, so leaving its `with` block in the
+ *     child releases it;
+ *   - a shared table's mutex is the one every process uses, and a holder in
+ *     the parent releases it there.  The child never treats it as its own:
+ *     the forking thread's holds through cache._lock become inherited ones,
+ *     which release() drops without unlocking (and locked() reports); the
+ *     child's first use of the table waits for the parent to release it.
+ *     The child claims a ring of its own (store_owns_ring).
+ * A store left unused through several forks (a child that forks again
+ * first) keeps the holds only if one thread made all those forks: a thread
+ * made in between may have the ident of the parent's holder.
+ * Returns 0, or -1 with an exception if a new mutex cannot be made. */
+static int store_after_fork(StoreObject *s)
+{
+    long holds = 0;
+    int one_thread = s->forks >= fc_fork_run;
+    if (one_thread && s->py_locks > 0 && s->py_holder == fc_fork_thread)
+        holds += s->py_locks;
+    if (one_thread && s->py_inherited > 0 && s->py_heir == fc_fork_thread)
+        holds += s->py_inherited;
+    if (s->shared) {
+        s->py_locks = 0;
+        s->py_inherited = holds;
+        s->py_heir = fc_fork_thread;
+    }
+    else {
+        if (fc_table_reinit_lock(&s->table) != FC_OK ||
+            (holds > 0 && fc_table_trylock(&s->table) != FC_OK)) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "fastcache: cannot make the table lock anew after fork");
+            return -1;
+        }
+        s->py_locks = holds > 0;
+        if (holds > 0)
+            s->py_holder = fc_fork_thread;
+    }
+    s->forks = fc_forks;
+    return 0;
+}
+
+/* Every use of a store's lock starts here. */
+static inline int store_mine(StoreObject *s)
+{
+    return s->forks == fc_forks ? 0 : store_after_fork(s);
+}
+
 /* Takes the table lock.  Holders keep it for a few hundred nanoseconds, so
  * a waiter first spins briefly (another process, or a thread of this one
  * running without the GIL, is about to release it); only then does it
@@ -240,6 +318,8 @@ static int pid_alive(uint64_t pid)
 #define LOCK_SPINS 2000
 static int store_lock(StoreObject *s)
 {
+    if (store_mine(s) < 0)
+        return -1;
     if (fc_table_trylock(&s->table) == FC_OK)
         return 0;
     for (int i = 0; i < LOCK_SPINS; i++) {
@@ -265,6 +345,8 @@ static inline void store_unlock(StoreObject *s) { fc_table_unlock(&s->table); }
  * already held, -1 on error. */
 static int view_lock(StoreObject *s)
 {
+    if (store_mine(s) < 0)
+        return -1;
     if (s->py_locks > 0 && s->py_holder == PyThread_get_thread_ident())
         return 0;
     return store_lock(s) < 0 ? -1 : 1;
@@ -290,6 +372,7 @@ static PyObject *store_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     StoreObject *self = (StoreObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    self->forks = fc_forks;
     fc_mem_heap_init(&self->mem);
     int rc = fc_table_init(&self->table, &self->mem, 0, seed[0], seed[1]);
     if (rc != FC_OK) {
@@ -324,6 +407,7 @@ static PyObject *store_shared(PyTypeObject *type, PyObject *const *args, Py_ssiz
         return NULL;
     }
     self->shared = 1;
+    self->forks = fc_forks;
     self->path = path;
     self->shm.base = NULL;
     self->shm.fd = -1;
@@ -585,12 +669,17 @@ static Py_ssize_t store_len(StoreObject *self)
 
 static PyObject *store_locked(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (fc_table_trylock(&self->table) != FC_OK)
+    if (store_mine(self) < 0)
+        return NULL;
+    if (self->py_inherited > 0 || fc_table_trylock(&self->table) != FC_OK)
         Py_RETURN_TRUE;
     fc_table_unlock(&self->table);
     Py_RETURN_FALSE;
 }
 
+/* acquire(blocking, timeout), with threading.Lock's rules; backend.py's
+ * _LockView has threading.Lock check the arguments first, so that errors
+ * are exactly its errors in every Python version. */
 static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
@@ -603,6 +692,10 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
     double timeout = PyFloat_AsDouble(args[1]);
     if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
+    if (isnan(timeout)) {
+        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+        return NULL;
+    }
     if (!blocking && timeout != -1.0) {
         PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
         return NULL;
@@ -611,27 +704,30 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
         return NULL;
     }
+    if (timeout > (double)PY_TIMEOUT_MAX / 1e6) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return NULL;
+    }
+    if (store_mine(self) < 0)
+        return NULL;
     int rc = fc_table_trylock(&self->table);
     if (rc != FC_OK && blocking && timeout == -1.0) {
         Py_BEGIN_ALLOW_THREADS
         rc = fc_table_lock(&self->table);
         Py_END_ALLOW_THREADS
     }
-    if (rc == FC_OK || !blocking || timeout == -1.0) {
-        if (rc == FC_OK) {
-            self->py_locks++;
-            self->py_holder = PyThread_get_thread_ident();
-        }
-        return PyBool_FromLong(rc == FC_OK);
+    else if (rc != FC_OK && blocking && timeout > 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        double secs = (double)until.tv_sec + until.tv_nsec / 1e9 + timeout;
+        until.tv_sec = (time_t)secs;
+        until.tv_nsec = (long)((secs - (double)until.tv_sec) * 1e9);
+        if (until.tv_nsec < 0 || until.tv_nsec >= 1000000000)
+            until.tv_nsec = 0;
+        Py_BEGIN_ALLOW_THREADS
+        rc = fc_table_timedlock(&self->table, &until);
+        Py_END_ALLOW_THREADS
     }
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    double secs = (double)until.tv_sec + until.tv_nsec / 1e9 + timeout;
-    until.tv_sec = (time_t)secs;
-    until.tv_nsec = (long)((secs - (double)until.tv_sec) * 1e9);
-    Py_BEGIN_ALLOW_THREADS
-    rc = fc_table_timedlock(&self->table, &until);
-    Py_END_ALLOW_THREADS
     if (rc == FC_OK) {
         self->py_locks++;
         self->py_holder = PyThread_get_thread_ident();
@@ -639,38 +735,41 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
     return PyBool_FromLong(rc == FC_OK);
 }
 
+/* release(): as threading.Lock's, except that a shared store's lock can
+ * only be released by the thread that took it.  Its mutex is robust and
+ * process-shared, so it belongs to that thread: unlocking it from another
+ * would fail and leave it held for every process. */
 static PyObject *store_release(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->py_locks == 0) {
-        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+    if (store_mine(self) < 0)
         return NULL;
+    unsigned long me = PyThread_get_thread_ident();
+    if (self->py_locks > 0 && (!self->shared || self->py_holder == me)) {
+        self->py_locks--;
+        fc_table_unlock(&self->table);
+        Py_RETURN_NONE;
     }
-    self->py_locks--;
-    fc_table_unlock(&self->table);
-    Py_RETURN_NONE;
+    if (self->py_inherited > 0 && self->py_heir == me) {
+        /* Held by the parent's forking thread, which releases it there. */
+        self->py_inherited--;
+        Py_RETURN_NONE;
+    }
+    if (self->py_locks == 0 && self->py_inherited == 0)
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+    else
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot release a SharedMemoryCache lock acquired by another thread "
+                        "(its process-shared mutex can only be released by the thread holding "
+                        "it)");
+    return NULL;
 }
 
-static PyObject *store_fork_acquire(StoreObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (store_lock(self) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *store_fork_release(StoreObject *self, PyObject *Py_UNUSED(ignored))
-{
-    store_unlock(self);
-    Py_RETURN_NONE;
-}
-
+/* _fork_reinit(): store_after_fork at once (the at-fork hook in backend.py
+ * calls it for every registered store in a child). */
 static PyObject *store_fork_reinit(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    /* Whatever Python code held the lock, it was in the parent. */
-    self->py_locks = 0;
-    if (fc_table_reinit_lock(&self->table) != FC_OK) {
-        PyErr_SetString(PyExc_RuntimeError, "fastcache: cannot reinitialise the table lock");
+    if (store_mine(self) < 0)
         return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -748,9 +847,8 @@ static PyMethodDef store_methods[] = {
     {"shared", (PyCFunction)(void (*)(void))store_shared, METH_FASTCALL | METH_CLASS,
      "shared(path, max_bytes): the table in a shared memory segment."},
     {"_count", (PyCFunction)store_count, METH_O, "Switch this process's counters on or off."},
-    {"_fork_acquire", (PyCFunction)store_fork_acquire, METH_NOARGS, NULL},
-    {"_fork_release", (PyCFunction)store_fork_release, METH_NOARGS, NULL},
-    {"_fork_reinit", (PyCFunction)store_fork_reinit, METH_NOARGS, NULL},
+    {"_fork_reinit", (PyCFunction)store_fork_reinit, METH_NOARGS,
+     "In a forked child: make the lock state this process's."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1255,7 +1353,6 @@ static int store_ring(StoreObject *s)
         return s->ring;
     if (s->ring == RING_BUSY && s->ring_forks == fc_forks && ++s->ring_retry % RING_RETRY)
         return -1;
-    pthread_once(&fc_setup_once, process_setup);
     uint64_t pid = (uint64_t)getpid();
     s->ring_forks = fc_forks;
     s->ring = fc_fine_clock ? fc_ring_claim(&s->table, pid) : -1;
@@ -2163,6 +2260,8 @@ static PyMethodDef module_methods[] = {
 static int fc_exec(PyObject *module)
 {
     fc_state *st = PyModule_GetState(module);
+    /* Before any store exists: the fork counter must see every fork. */
+    pthread_once(&fc_setup_once, process_setup);
     st->StoreType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &store_spec, NULL);
     if (st->StoreType == NULL || PyModule_AddType(module, st->StoreType) < 0)
         return -1;

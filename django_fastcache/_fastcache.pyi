@@ -54,9 +54,8 @@ class Store:
         """Switch this process's counters on or off (for measuring their cost)."""
     def _ring(self) -> int:
         """This process's ring for gets without the lock (shared), or -1."""
-    def _fork_acquire(self) -> None: ...
-    def _fork_release(self) -> None: ...
-    def _fork_reinit(self) -> None: ...
+    def _fork_reinit(self) -> None:
+        """In a forked child: make the lock state this process's."""
 
 @final
 class Handle:

@@ -41,7 +41,12 @@ _fastcache.configure(
 
 # Stores are keyed by LOCATION, like LocMemCache's module-level dicts: every
 # backend instance with the same LOCATION in this process shares one table.
+# FastCache's private tables (by LOCATION) and SharedMemoryCache's segments
+# (by segment path) have separate registries, so that a LOCATION spelt like
+# a segment path never hands one kind's table to the other.  One lock guards
+# both.
 _stores: dict[str, _fastcache.Store] = {}
+_segments: dict[str, _fastcache.Store] = {}
 _stores_lock = threading.Lock()
 
 KNOWN_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
@@ -61,25 +66,27 @@ def _store_for(name: str) -> _fastcache.Store:
         return store
 
 
+# fork takes no table lock: tables are only touched with the GIL held, so
+# none is ever forked half-written, and a fork that waited for table locks
+# could deadlock (two processes forking, each holding one of two segments'
+# locks; a fork inside `with cache._lock:`).  The child settles who holds
+# each lock on its first use of the store (_fork_reinit, done here at once
+# for the registered ones; see store_after_fork in fc_module.c).  The
+# registry lock is held across fork, so that no registry change or segment
+# creation is half done (holders never wait for a table lock).
 def _before_fork() -> None:
-    # Take every table lock so that no table is forked half-written and the
-    # child never inherits a lock held by a thread that does not exist there.
     _stores_lock.acquire()
-    for store in _stores.values():
-        store._fork_acquire()
 
 
 def _after_fork_parent() -> None:
-    for store in _stores.values():
-        store._fork_release()
     _stores_lock.release()
 
 
 def _after_fork_child() -> None:
     global _stores_lock
-    for store in _stores.values():
-        store._fork_reinit()
     _stores_lock = threading.Lock()
+    for store in [*_stores.values(), *_segments.values()]:
+        store._fork_reinit()
 
 
 if hasattr(os, "register_at_fork"):
@@ -114,7 +121,7 @@ def remove_segment(location: str) -> bool:
     """
     path = segment_path(location)
     with _stores_lock:
-        _stores.pop(path, None)
+        _segments.pop(path, None)
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -124,7 +131,7 @@ def remove_segment(location: str) -> bool:
 
 def _shared_store_for(path: str, max_bytes: int) -> _fastcache.Store:
     with _stores_lock:
-        store = _stores.get(path)
+        store = _segments.get(path)
         if store is None:
             try:
                 store = _fastcache.Store.shared(path, max_bytes)
@@ -132,7 +139,7 @@ def _shared_store_for(path: str, max_bytes: int) -> _fastcache.Store:
                 raise ImproperlyConfigured(
                     f"SharedMemoryCache cannot use {path}: {exc}"
                 ) from exc
-            _stores[path] = store
+            _segments[path] = store
         return store
 
 
@@ -236,7 +243,11 @@ class _ExpireInfoView(_CacheView):
 
 
 class _LockView:
-    """The table lock, with threading.Lock's interface (LocMemCache._lock)."""
+    """The table lock, with threading.Lock's interface (LocMemCache._lock).
+
+    A SharedMemoryCache's lock can only be released by the thread that
+    acquired it (RuntimeError otherwise; see Store.release).
+    """
 
     __slots__ = ("_store",)
 
@@ -247,6 +258,11 @@ class _LockView:
         return self._store.locked()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if timeout != -1:
+            # A fresh threading.Lock checks the arguments (and, being free,
+            # never waits), so that bad ones raise exactly its errors, whose
+            # texts differ between Python versions.
+            threading.Lock().acquire(blocking, timeout)
         return self._store.acquire(blocking, timeout)
 
     def release(self) -> None:

@@ -479,8 +479,13 @@ def test_store_swapped_while_waiting_for_the_lock(kind, new_cache):
     thread.join(10)
     assert done.is_set()
     # the first store's lock is free again, the second's was never touched
-    assert run_with_deadline(lambda: lock.acquire(timeout=5), timeout=10)
-    lock.release()
+    def take_and_release() -> bool:
+        took = lock.acquire(timeout=5)
+        if took:
+            lock.release()
+        return took
+
+    assert run_with_deadline(take_and_release, timeout=10)
     assert not other._lock.locked()
     assert [k.split(":")[-1] for k in store.keys()] == ["x"]
     assert list(other._cache) == []

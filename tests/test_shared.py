@@ -215,8 +215,9 @@ class Shm:
         for p in self.peers:
             p.close()
         with backend._stores_lock:
-            for path in [p for p in backend._stores if p.startswith(self.dir + os.sep)]:
-                del backend._stores[path]
+            mine = [p for p in backend._segments if p.startswith(self.dir + os.sep)]
+            for path in mine:
+                del backend._segments[path]
         for name in os.listdir(self.dir):  # segments are up to 64 MiB each
             if name.startswith("django_fastcache."):
                 path = os.path.join(self.dir, name)
@@ -240,7 +241,7 @@ def forget_store(location: str) -> None:
     """Drops this process's mapping of a segment without deleting the file,
     as if this process had restarted."""
     with backend._stores_lock:
-        backend._stores.pop(segment_path(location), None)
+        backend._segments.pop(segment_path(location), None)
 
 
 # --------------------------------------------------------------------------
@@ -746,7 +747,7 @@ def test_a_foreign_file_is_refused_and_untouched(shm, content, message):
     assert path in str(info.value)
     assert message in str(info.value)
     assert _snapshot(path) == before
-    assert path not in backend._stores
+    assert path not in backend._segments
 
 
 def test_a_truncated_segment_is_refused(shm):
