@@ -1,0 +1,598 @@
+/*
+ * fc_codec.c - the value codec (see fc_codec.h for what it owns, what it
+ * must not do, and the format).
+ *
+ * Encoding walks the value once, writing into one buffer that starts on the
+ * C stack and grows geometrically on the heap; the result is copied into
+ * one bytes object.  Every mutable container met is recorded (a short array,
+ * then an open-addressing pointer set), so a second meeting, a shared list
+ * or a cycle, answers "not mine".  No Python object is created during the
+ * walk but the result, so nothing can run and change the value under it.
+ *
+ * Decoding reads a private copy (never the shared segment itself) through a
+ * cursor checked against the end before every read.  Counts are checked
+ * against the bytes left (every item takes at least one), so a damaged
+ * count can never presize a huge container.
+ */
+#include "fc_codec.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    T_NONE = 1,
+    T_TRUE,
+    T_FALSE,
+    T_INT,
+    T_FLOAT,
+    T_ASCII,
+    T_UTF8,
+    T_BYTES,
+    T_LIST,
+    T_TUPLE,
+    T_SET,
+    T_FROZENSET,
+    T_DICT,
+};
+
+#define STACK_BUF 512
+#define SEEN_SMALL 16
+
+/* ------------------------------------------------------------------------ */
+/* Encoding                                                                 */
+
+typedef struct {
+    char *p; /* stack, or malloc'ed once grown */
+    size_t len, cap;
+    PyObject *small[SEEN_SMALL]; /* mutable containers met, while few */
+    size_t nsmall;
+    PyObject **tab; /* then: open addressing, NULL = empty */
+    size_t mask, ntab;
+    char stack[STACK_BUF];
+} enc;
+
+static int enc_grow(enc *e, size_t need)
+{
+    if (need > (size_t)PY_SSIZE_T_MAX - e->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t cap = e->cap * 2;
+    while (cap < e->len + need)
+        cap *= 2;
+    char *np;
+    if (e->p == e->stack) {
+        np = malloc(cap);
+        if (np != NULL)
+            memcpy(np, e->p, e->len);
+    }
+    else
+        np = realloc(e->p, cap);
+    if (np == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    e->p = np;
+    e->cap = cap;
+    return 0;
+}
+
+static inline int reserve(enc *e, size_t need)
+{
+    return e->cap - e->len >= need ? 0 : enc_grow(e, need);
+}
+
+/* Callers reserve first. */
+static inline void put_u8(enc *e, unsigned v) { e->p[e->len++] = (char)v; }
+
+static inline void put_varint(enc *e, uint64_t x)
+{
+    unsigned char *q = (unsigned char *)e->p + e->len;
+    while (x >= 0x80) {
+        *q++ = (unsigned char)(x | 0x80);
+        x >>= 7;
+    }
+    *q++ = (unsigned char)x;
+    e->len = (size_t)((char *)q - e->p);
+}
+
+static int put_blob(enc *e, int tag, const char *p, size_t n)
+{
+    if (reserve(e, 11 + n) < 0)
+        return -1;
+    put_u8(e, (unsigned)tag);
+    put_varint(e, n);
+    memcpy(e->p + e->len, p, n);
+    e->len += n;
+    return 1;
+}
+
+static inline size_t ptr_slot(const PyObject *o, size_t mask)
+{
+    uint64_t h = (uint64_t)(uintptr_t)o * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h >> 32) & mask;
+}
+
+static void seen_insert(PyObject **tab, size_t mask, PyObject *o)
+{
+    size_t i = ptr_slot(o, mask);
+    while (tab[i] != NULL)
+        i = (i + 1) & mask;
+    tab[i] = o;
+}
+
+static int seen_resize(enc *e, size_t size)
+{
+    PyObject **tab = calloc(size, sizeof *tab);
+    if (tab == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (e->tab == NULL) {
+        for (size_t i = 0; i < e->nsmall; i++)
+            seen_insert(tab, size - 1, e->small[i]);
+    }
+    else {
+        for (size_t i = 0; i <= e->mask; i++)
+            if (e->tab[i] != NULL)
+                seen_insert(tab, size - 1, e->tab[i]);
+        free(e->tab);
+    }
+    e->tab = tab;
+    e->mask = size - 1;
+    return 0;
+}
+
+/* Records a mutable container: 0 first meeting, 1 met before, -1 error. */
+static int seen_add(enc *e, PyObject *o)
+{
+    if (e->tab == NULL) {
+        for (size_t i = 0; i < e->nsmall; i++)
+            if (e->small[i] == o)
+                return 1;
+        if (e->nsmall < SEEN_SMALL) {
+            e->small[e->nsmall++] = o;
+            return 0;
+        }
+        if (seen_resize(e, 4 * SEEN_SMALL) < 0)
+            return -1;
+        e->ntab = e->nsmall;
+    }
+    size_t i = ptr_slot(o, e->mask);
+    while (e->tab[i] != NULL) {
+        if (e->tab[i] == o)
+            return 1;
+        i = (i + 1) & e->mask;
+    }
+    e->tab[i] = o;
+    if (++e->ntab * 2 > e->mask && seen_resize(e, 2 * (e->mask + 1)) < 0)
+        return -1;
+    return 0;
+}
+
+static int enc_value(enc *e, PyObject *v, int depth);
+
+static int enc_str(enc *e, PyObject *v)
+{
+    if (PyUnicode_IS_COMPACT_ASCII(v))
+        return put_blob(e, T_ASCII, (const char *)PyUnicode_DATA(v),
+                        (size_t)PyUnicode_GET_LENGTH(v));
+    Py_ssize_t n;
+    const char *p = PyUnicode_AsUTF8AndSize(v, &n);
+    if (p == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear(); /* lone surrogates: pickle keeps them */
+        return 0;
+    }
+    return put_blob(e, T_UTF8, p, (size_t)n);
+}
+
+static int enc_int(enc *e, PyObject *v)
+{
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow)
+        return 0;
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    if (reserve(e, 11) < 0)
+        return -1;
+    put_u8(e, T_INT);
+    put_varint(e, ((uint64_t)x << 1) ^ (x < 0 ? UINT64_MAX : 0));
+    return 1;
+}
+
+static int enc_count(enc *e, int tag, Py_ssize_t n)
+{
+    if (reserve(e, 11) < 0)
+        return -1;
+    put_u8(e, (unsigned)tag);
+    put_varint(e, (uint64_t)n);
+    return 1;
+}
+
+/* items may be NULL when n is 0 (an empty list's ob_item). */
+static int enc_items(enc *e, PyObject *const *items, Py_ssize_t n, int depth)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int rc = enc_value(e, items[i], depth);
+        if (rc <= 0)
+            return rc;
+    }
+    return 1;
+}
+
+static int enc_dict(enc *e, PyObject *v, int depth)
+{
+    int rc = enc_count(e, T_DICT, PyDict_GET_SIZE(v));
+    Py_ssize_t pos = 0;
+    PyObject *k, *val;
+    while (rc > 0 && PyDict_Next(v, &pos, &k, &val)) {
+        rc = enc_value(e, k, depth);
+        if (rc > 0)
+            rc = enc_value(e, val, depth);
+    }
+    return rc;
+}
+
+static int enc_set(enc *e, PyObject *v, int tag, int depth)
+{
+    int rc = enc_count(e, tag, PySet_GET_SIZE(v));
+    if (rc <= 0)
+        return rc;
+    PyObject *it = PyObject_GetIter(v);
+    if (it == NULL)
+        return -1;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        rc = enc_value(e, item, depth);
+        Py_DECREF(item);
+        if (rc <= 0)
+            break;
+    }
+    Py_DECREF(it);
+    if (rc > 0 && PyErr_Occurred())
+        return -1;
+    return rc;
+}
+
+/* 1 written, 0 not mine, -1 error.  Scalars first: they are most items. */
+static int enc_value(enc *e, PyObject *v, int depth)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if (tp == &PyUnicode_Type)
+        return enc_str(e, v);
+    if (tp == &PyLong_Type)
+        return enc_int(e, v);
+    if (tp == &PyFloat_Type) {
+        if (reserve(e, 9) < 0)
+            return -1;
+        double d = PyFloat_AS_DOUBLE(v);
+        put_u8(e, T_FLOAT);
+        memcpy(e->p + e->len, &d, sizeof d);
+        e->len += sizeof d;
+        return 1;
+    }
+    if (v == Py_None || tp == &PyBool_Type) {
+        if (reserve(e, 1) < 0)
+            return -1;
+        put_u8(e, v == Py_None ? T_NONE : v == Py_True ? T_TRUE : T_FALSE);
+        return 1;
+    }
+    if (tp == &PyBytes_Type)
+        return put_blob(e, T_BYTES, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+    if (depth >= FC_CODEC_MAX_DEPTH)
+        return 0;
+    depth++;
+    if (tp == &PyTuple_Type) {
+        int rc = enc_count(e, T_TUPLE, PyTuple_GET_SIZE(v));
+        if (rc <= 0)
+            return rc;
+        return enc_items(e, ((PyTupleObject *)v)->ob_item, PyTuple_GET_SIZE(v), depth);
+    }
+    if (tp == &PyFrozenSet_Type)
+        return enc_set(e, v, T_FROZENSET, depth);
+    if (tp != &PyList_Type && tp != &PyDict_Type && tp != &PySet_Type)
+        return 0;
+    int seen = seen_add(e, v);
+    if (seen != 0)
+        return seen > 0 ? 0 : -1; /* met before: not mine */
+    if (tp == &PyList_Type) {
+        int rc = enc_count(e, T_LIST, PyList_GET_SIZE(v));
+        if (rc <= 0)
+            return rc;
+        return enc_items(e, ((PyListObject *)v)->ob_item, PyList_GET_SIZE(v), depth);
+    }
+    if (tp == &PyDict_Type)
+        return enc_dict(e, v, depth);
+    return enc_set(e, v, T_SET, depth);
+}
+
+int fc_codec_encode(PyObject *v, PyObject **out)
+{
+    enc e;
+    e.p = e.stack;
+    e.len = 0;
+    e.cap = sizeof e.stack;
+    e.nsmall = 0;
+    e.tab = NULL;
+    e.mask = e.ntab = 0;
+    put_u8(&e, FC_CODEC_VERSION);
+    int rc = enc_value(&e, v, 0);
+    if (rc > 0) {
+        *out = PyBytes_FromStringAndSize(e.p, (Py_ssize_t)e.len);
+        if (*out == NULL)
+            rc = -1;
+    }
+    if (e.p != e.stack)
+        free(e.p);
+    free(e.tab);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoding                                                                 */
+
+typedef struct {
+    const unsigned char *p, *end, *start;
+    fc_codec_cache *cache;
+} dec;
+
+static PyObject *damaged(const dec *d, const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "fastcache: damaged cached value (%s at byte %zd)", what,
+                 (Py_ssize_t)(d->p - d->start));
+    return NULL;
+}
+
+static int get_varint(dec *d, uint64_t *out)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (d->p >= d->end) {
+            damaged(d, "truncated number");
+            return -1;
+        }
+        unsigned b = *d->p++;
+        if (shift == 63 && b > 1)
+            break;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = x;
+            return 0;
+        }
+    }
+    damaged(d, "number too long");
+    return -1;
+}
+
+/* A length or count, at most the bytes left divided by per_item. */
+static int get_count(dec *d, size_t per_item, Py_ssize_t *out)
+{
+    uint64_t n;
+    if (get_varint(d, &n) < 0)
+        return -1;
+    if (n > (uint64_t)(d->end - d->p) / per_item) {
+        damaged(d, "length beyond the end");
+        return -1;
+    }
+    *out = (Py_ssize_t)n;
+    return 0;
+}
+
+static int all_ascii(const unsigned char *p, size_t n)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, sizeof w);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= p[i];
+    return (acc & 0x8080808080808080ULL) == 0;
+}
+
+static PyObject *new_ascii(dec *d, size_t n)
+{
+    if (!all_ascii(d->p, n))
+        return damaged(d, "non-ASCII byte in an ASCII str");
+    PyObject *s = PyUnicode_New((Py_ssize_t)n, 127);
+    if (s == NULL)
+        return NULL;
+    if (n)
+        memcpy(PyUnicode_1BYTE_DATA(s), d->p, n);
+    d->p += n;
+    return s;
+}
+
+static PyObject *dec_value(dec *d, int depth);
+
+/* A dict key: short ASCII strs come from (and go to) the cache. */
+static PyObject *dec_key(dec *d, int depth)
+{
+    if (d->cache == NULL || d->p >= d->end || *d->p != T_ASCII)
+        return dec_value(d, depth);
+    d->p++;
+    Py_ssize_t n;
+    if (get_count(d, 1, &n) < 0)
+        return NULL;
+    if (n > FC_CODEC_KEY_MAX)
+        return new_ascii(d, (size_t)n);
+    uint32_t h = 2166136261u ^ (uint32_t)n; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++)
+        h = (h ^ d->p[i]) * 16777619u;
+    PyObject **slot = &d->cache->slot[(h ^ (h >> 16)) & (FC_CODEC_KEY_SLOTS - 1)];
+    PyObject *s = *slot;
+    if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
+        memcmp(PyUnicode_1BYTE_DATA(s), d->p, (size_t)n) == 0) {
+        d->p += n;
+        return Py_NewRef(s);
+    }
+    s = new_ascii(d, (size_t)n);
+    if (s != NULL)
+        Py_XSETREF(*slot, Py_NewRef(s));
+    return s;
+}
+
+static PyObject *dec_seq(dec *d, int tag, int depth)
+{
+    Py_ssize_t n;
+    if (get_count(d, 1, &n) < 0)
+        return NULL;
+    PyObject *seq = tag == T_LIST ? PyList_New(n) : PyTuple_New(n);
+    if (seq == NULL)
+        return NULL;
+    PyObject **items =
+        tag == T_LIST ? ((PyListObject *)seq)->ob_item : ((PyTupleObject *)seq)->ob_item;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* Unfilled items are NULL, which both deallocators skip. */
+        items[i] = dec_value(d, depth);
+        if (items[i] == NULL) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    return seq;
+}
+
+static PyObject *dec_set(dec *d, int tag, int depth)
+{
+    Py_ssize_t n;
+    if (get_count(d, 1, &n) < 0)
+        return NULL;
+    /* Items added one by one in the writer's order, as pickle's ADDITEMS
+     * and FROZENSET do.  A new frozenset may be filled with PySet_Add. */
+    PyObject *set = tag == T_SET ? PySet_New(NULL) : PyFrozenSet_New(NULL);
+    if (set == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = dec_value(d, depth);
+        if (item == NULL)
+            goto error;
+        int rc = PySet_Add(set, item);
+        Py_DECREF(item);
+        if (rc < 0)
+            goto error;
+    }
+    return set;
+error:
+    Py_DECREF(set);
+    return NULL;
+}
+
+static PyObject *dec_dict(dec *d, int depth)
+{
+    Py_ssize_t n;
+    if (get_count(d, 2, &n) < 0)
+        return NULL;
+#if PY_VERSION_HEX < 0x030D0000
+    PyObject *dict = n > 5 ? _PyDict_NewPresized(n) : PyDict_New();
+#else
+    PyObject *dict = PyDict_New();
+#endif
+    if (dict == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = dec_key(d, depth);
+        if (k == NULL)
+            goto error;
+        PyObject *v = dec_value(d, depth);
+        if (v == NULL) {
+            Py_DECREF(k);
+            goto error;
+        }
+        int rc = PyDict_SetItem(dict, k, v);
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (rc < 0)
+            goto error;
+    }
+    return dict;
+error:
+    Py_DECREF(dict);
+    return NULL;
+}
+
+static PyObject *dec_value(dec *d, int depth)
+{
+    if (d->p >= d->end)
+        return damaged(d, "truncated value");
+    int tag = *d->p++;
+    Py_ssize_t n;
+    switch (tag) {
+    case T_NONE: Py_RETURN_NONE;
+    case T_TRUE: Py_RETURN_TRUE;
+    case T_FALSE: Py_RETURN_FALSE;
+    case T_INT: {
+        uint64_t z;
+        if (get_varint(d, &z) < 0)
+            return NULL;
+        return PyLong_FromLongLong((long long)((z >> 1) ^ (0 - (z & 1))));
+    }
+    case T_FLOAT: {
+        double v;
+        if (d->end - d->p < (ptrdiff_t)sizeof v)
+            return damaged(d, "truncated float");
+        memcpy(&v, d->p, sizeof v);
+        d->p += sizeof v;
+        return PyFloat_FromDouble(v);
+    }
+    case T_ASCII:
+        if (get_count(d, 1, &n) < 0)
+            return NULL;
+        return new_ascii(d, (size_t)n);
+    case T_UTF8:
+    case T_BYTES: {
+        if (get_count(d, 1, &n) < 0)
+            return NULL;
+        const char *p = (const char *)d->p;
+        d->p += n;
+        return tag == T_UTF8 ? PyUnicode_DecodeUTF8(p, n, NULL) : PyBytes_FromStringAndSize(p, n);
+    }
+    case T_LIST:
+    case T_TUPLE:
+    case T_SET:
+    case T_FROZENSET:
+    case T_DICT:
+        if (depth >= FC_CODEC_MAX_DEPTH)
+            return damaged(d, "nesting too deep");
+        if (tag == T_DICT)
+            return dec_dict(d, depth + 1);
+        if (tag == T_SET || tag == T_FROZENSET)
+            return dec_set(d, tag, depth + 1);
+        return dec_seq(d, tag, depth + 1);
+    default: d->p--; return damaged(d, "unknown tag");
+    }
+}
+
+PyObject *fc_codec_decode(fc_codec_cache *cache, const char *p, size_t n)
+{
+    dec d = {(const unsigned char *)p, (const unsigned char *)p + n, (const unsigned char *)p,
+             cache};
+    if (n == 0)
+        return damaged(&d, "empty");
+    if (d.p[0] != FC_CODEC_VERSION) {
+        PyErr_Format(PyExc_ValueError,
+                     "fastcache: cached value has codec version %d, this build reads "
+                     "version %d (damaged, or written by another build)",
+                     (int)d.p[0], FC_CODEC_VERSION);
+        return NULL;
+    }
+    d.p++;
+    PyObject *v = dec_value(&d, 0);
+    if (v != NULL && d.p != d.end) {
+        Py_DECREF(v);
+        return damaged(&d, "bytes after the value");
+    }
+    return v;
+}
+
+void fc_codec_cache_clear(fc_codec_cache *cache)
+{
+    for (size_t i = 0; i < FC_CODEC_KEY_SLOTS; i++)
+        Py_CLEAR(cache->slot[i]);
+}
