@@ -34,7 +34,11 @@ enum {
     T_SET,
     T_FROZENSET,
     T_DICT,
+    /* Tags from T_SMALL_INT up are the ints SMALL_INT_MIN .. SMALL_INT_MIN + 127
+     * themselves: list(range(100)) is a byte an item. */
+    T_SMALL_INT = 0x80,
 };
+#define SMALL_INT_MIN (-32)
 
 #define STACK_BUF 512
 #define SEEN_SMALL 16
@@ -199,6 +203,10 @@ static int enc_int(enc *e, PyObject *v)
         return -1;
     if (reserve(e, 11) < 0)
         return -1;
+    if (x >= SMALL_INT_MIN && x < SMALL_INT_MIN + 128) {
+        put_u8(e, (unsigned)(T_SMALL_INT + (x - SMALL_INT_MIN)));
+        return 1;
+    }
     put_u8(e, T_INT);
     put_varint(e, ((uint64_t)x << 1) ^ (x < 0 ? UINT64_MAX : 0));
     return 1;
@@ -347,7 +355,7 @@ static PyObject *damaged(const dec *d, const char *what)
     return NULL;
 }
 
-static int get_varint(dec *d, uint64_t *out)
+static int get_varint_slow(dec *d, uint64_t *out)
 {
     uint64_t x = 0;
     for (unsigned shift = 0; shift < 64; shift += 7) {
@@ -368,8 +376,17 @@ static int get_varint(dec *d, uint64_t *out)
     return -1;
 }
 
+static inline int get_varint(dec *d, uint64_t *out)
+{
+    if (d->p < d->end && *d->p < 0x80) {
+        *out = *d->p++;
+        return 0;
+    }
+    return get_varint_slow(d, out);
+}
+
 /* A length or count, at most the bytes left divided by per_item. */
-static int get_count(dec *d, size_t per_item, Py_ssize_t *out)
+static inline int get_count(dec *d, size_t per_item, Py_ssize_t *out)
 {
     uint64_t n;
     if (get_varint(d, &n) < 0)
@@ -382,34 +399,81 @@ static int get_count(dec *d, size_t per_item, Py_ssize_t *out)
     return 0;
 }
 
-static int all_ascii(const unsigned char *p, size_t n)
+/* Copies n bytes a word at a time (the last word overlapping the one
+ * before) and says whether all were ASCII. */
+static inline int copy_ascii(unsigned char *dst, const unsigned char *src, size_t n)
 {
-    uint64_t acc = 0;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, sizeof w);
+    uint64_t acc = 0, w;
+    if (n < 8) {
+        for (size_t i = 0; i < n; i++)
+            acc |= dst[i] = src[i];
+        return acc < 0x80;
+    }
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&w, src + i, 8);
+        memcpy(dst + i, &w, 8);
         acc |= w;
     }
-    for (; i < n; i++)
-        acc |= p[i];
-    return (acc & 0x8080808080808080ULL) == 0;
+    memcpy(&w, src + n - 8, 8);
+    memcpy(dst + n - 8, &w, 8);
+    return ((acc | w) & 0x8080808080808080ULL) == 0;
+}
+
+/* Whether the n bytes at a and b are equal, for short n (dict keys). */
+static inline int same_bytes(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    uint64_t x, y, diff = 0;
+    if (n < 8) {
+        uint32_t u, v, d2 = 0;
+        if (n < 4) {
+            for (size_t i = 0; i < n; i++)
+                d2 |= (uint32_t)(a[i] ^ b[i]);
+            return d2 == 0;
+        }
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        d2 = u ^ v;
+        memcpy(&u, a + n - 4, 4);
+        memcpy(&v, b + n - 4, 4);
+        return (d2 | (u ^ v)) == 0;
+    }
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        diff |= x ^ y;
+    }
+    memcpy(&x, a + n - 8, 8);
+    memcpy(&y, b + n - 8, 8);
+    return (diff | (x ^ y)) == 0;
 }
 
 static PyObject *new_ascii(dec *d, size_t n)
 {
-    if (!all_ascii(d->p, n))
-        return damaged(d, "non-ASCII byte in an ASCII str");
     PyObject *s = PyUnicode_New((Py_ssize_t)n, 127);
     if (s == NULL)
         return NULL;
-    if (n)
-        memcpy(PyUnicode_1BYTE_DATA(s), d->p, n);
+    if (n && !copy_ascii(PyUnicode_1BYTE_DATA(s), d->p, n)) {
+        Py_DECREF(s);
+        return damaged(d, "non-ASCII byte in an ASCII str");
+    }
     d->p += n;
     return s;
 }
 
 static PyObject *dec_value(dec *d, int depth);
+
+/* The int of a T_SMALL_INT tag, from the module's table when there is one
+ * (one load instead of a call; CPython shares these objects anyway). */
+static inline PyObject *small_int(dec *d, int tag)
+{
+    long x = (long)(tag - T_SMALL_INT) + SMALL_INT_MIN;
+    if (d->cache == NULL)
+        return PyLong_FromLong(x);
+    PyObject **slot = &d->cache->small_int[tag - T_SMALL_INT];
+    if (*slot == NULL && (*slot = PyLong_FromLong(x)) == NULL)
+        return NULL;
+    return Py_NewRef(*slot);
+}
 
 /* A dict key: short ASCII strs come from (and go to) the cache. */
 static PyObject *dec_key(dec *d, int depth)
@@ -422,13 +486,25 @@ static PyObject *dec_key(dec *d, int depth)
         return NULL;
     if (n > FC_CODEC_KEY_MAX)
         return new_ascii(d, (size_t)n);
-    uint32_t h = 2166136261u ^ (uint32_t)n; /* FNV-1a */
-    for (Py_ssize_t i = 0; i < n; i++)
-        h = (h ^ d->p[i]) * 16777619u;
-    PyObject **slot = &d->cache->slot[(h ^ (h >> 16)) & (FC_CODEC_KEY_SLOTS - 1)];
+    /* A word at a time: the head, the tail (overlapping), the length. */
+    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ULL, w = 0;
+    if (n >= 8) {
+        memcpy(&w, d->p, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        memcpy(&w, d->p + n - 8, 8);
+    }
+    else
+        memcpy(&w, d->p, (size_t)n);
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
+    if (n > 16) {
+        memcpy(&w, d->p + 8, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+    }
+    /* The top bits: every input bit reaches them through the multiplies. */
+    PyObject **slot = &d->cache->slot[h >> (64 - FC_CODEC_KEY_BITS)];
     PyObject *s = *slot;
     if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
-        memcmp(PyUnicode_1BYTE_DATA(s), d->p, (size_t)n) == 0) {
+        same_bytes(PyUnicode_1BYTE_DATA(s), d->p, (size_t)n)) {
         d->p += n;
         return Py_NewRef(s);
     }
@@ -450,7 +526,10 @@ static PyObject *dec_seq(dec *d, int tag, int depth)
         tag == T_LIST ? ((PyListObject *)seq)->ob_item : ((PyTupleObject *)seq)->ob_item;
     for (Py_ssize_t i = 0; i < n; i++) {
         /* Unfilled items are NULL, which both deallocators skip. */
-        items[i] = dec_value(d, depth);
+        if (d->p < d->end && *d->p >= T_SMALL_INT) /* inline: lists of ints */
+            items[i] = small_int(d, *d->p++);
+        else
+            items[i] = dec_value(d, depth);
         if (items[i] == NULL) {
             Py_DECREF(seq);
             return NULL;
@@ -522,6 +601,8 @@ static PyObject *dec_value(dec *d, int depth)
     if (d->p >= d->end)
         return damaged(d, "truncated value");
     int tag = *d->p++;
+    if (tag >= T_SMALL_INT)
+        return small_int(d, tag);
     Py_ssize_t n;
     switch (tag) {
     case T_NONE: Py_RETURN_NONE;
@@ -595,4 +676,6 @@ void fc_codec_cache_clear(fc_codec_cache *cache)
 {
     for (size_t i = 0; i < FC_CODEC_KEY_SLOTS; i++)
         Py_CLEAR(cache->slot[i]);
+    for (size_t i = 0; i < 128; i++)
+        Py_CLEAR(cache->small_int[i]);
 }

@@ -40,6 +40,7 @@
  *   value   := tag:u8 body
  *   NONE TRUE FALSE                        no body
  *   INT     zigzag LEB128 of an int64
+ *   0x80+k  (tag alone) the int k - 32, for -32 <= int < 96
  *   FLOAT   8 bytes, the native double (bit-exact: NaN payloads, -0.0)
  *   ASCII   n:varint, n bytes < 0x80
  *   UTF8    n:varint, n bytes of strict UTF-8
@@ -65,12 +66,14 @@
 #define FC_CODEC_VERSION 1
 #define FC_CODEC_MAX_DEPTH 32
 
-/* Cache of decoded dict-key strs (short, ASCII).  Lives in the module
- * state; zero-initialised is empty.  Holds strong references. */
-#define FC_CODEC_KEY_SLOTS 512
+/* Cache of decoded dict-key strs (short, ASCII) and small ints.  Lives in
+ * the module state; zero-initialised is empty.  Holds strong references. */
+#define FC_CODEC_KEY_BITS 9
+#define FC_CODEC_KEY_SLOTS (1 << FC_CODEC_KEY_BITS)
 #define FC_CODEC_KEY_MAX 32
 typedef struct {
     PyObject *slot[FC_CODEC_KEY_SLOTS];
+    PyObject *small_int[128]; /* the ints of the small-int tags, filled lazily */
 } fc_codec_cache;
 
 /* 1 and *out = new bytes: encoded.  0: not the codec's (no error set; the
