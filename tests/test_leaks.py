@@ -29,7 +29,7 @@ import django
 from django.conf import settings
 settings.configure()
 django.setup()
-from django_fastcache import FastCache, SharedMemoryCache
+from django_fastcache import FastCache, SharedMemoryCache, _fastcache
 
 def rss_kib():
     with open("/proc/self/statm") as f:
@@ -64,6 +64,9 @@ class Unpicklable:
 def workload(c, n):
     big = "x" * 3000
     lst = list(range(50))
+    nested = {"id": 1, "tags": ("a", b"b"), "s": {1.5, None}, "f": frozenset({"x"}),
+              "deep": [[{"é": "😀" * 20}]], "big": 2**40, "long": "k" * 40}
+    shared = [lst, lst]   # declined by the codec: pickled whole
     for i in range(n):
         k = i % 500
         c.set(k, lst)
@@ -78,6 +81,15 @@ def workload(c, n):
         c.has_key(k)
         c.touch(k, 100)
         c.get_many([k, "missing", ("t", k)])
+        c.set(("n", k), nested)
+        c.get(("n", k))
+        c.set(("s", k), shared)
+        c.get(("s", k))
+        try:
+            # a damaged payload: a dict whose key is a list (unhashable)
+            _fastcache._codec_decode(b"\\x01\\x0d\\x01\\x09\\x00\\x01")
+        except TypeError:
+            pass
         c.set_many({"a%d" % k: i, "b%d" % k: lst}, 50)
         c.delete_many(["a%d" % k, "zz"])
         c.delete(("t", k))
