@@ -6,8 +6,9 @@
  * C stack and grows geometrically on the heap; the result is copied into
  * one bytes object.  Every mutable container met is recorded (a short array,
  * then an open-addressing pointer set), so a second meeting, a shared list
- * or a cycle, answers "not mine".  No Python object is created during the
- * walk but the result, so nothing can run and change the value under it.
+ * or a cycle, answers "not mine".  No Python code can run during the walk
+ * (the one GC-tracked allocation, a set iterator, is made with the collector
+ * off), so nothing can change the value under it.
  *
  * Decoding reads a private copy (never the shared segment itself) through a
  * cursor checked against the end before every read.  Counts are checked
@@ -250,7 +251,13 @@ static int enc_set(enc *e, PyObject *v, int tag, int depth)
     int rc = enc_count(e, tag, PySet_GET_SIZE(v));
     if (rc <= 0)
         return rc;
+    /* The iterator is the walk's only allocation of a GC-tracked object:
+     * with the collector on, it could run a finalizer that changes the value
+     * (a list whose item array enc_items holds) under the walk. */
+    int gc_was_on = PyGC_Disable();
     PyObject *it = PyObject_GetIter(v);
+    if (gc_was_on)
+        PyGC_Enable();
     if (it == NULL)
         return -1;
     PyObject *item;
