@@ -7,8 +7,11 @@
  * one bytes object.  Every mutable container met is recorded (a short array,
  * then an open-addressing pointer set), so a second meeting, a shared list
  * or a cycle, answers "not mine".  No Python code can run during the walk
- * (the one GC-tracked allocation, a set iterator, is made with the collector
- * off), so nothing can change the value under it.
+ * (its GC-tracked allocations, a set iterator and the tuples of a C tzinfo's
+ * __getinitargs__/__reduce__, are made with the collector off), so nothing
+ * can change the value under it.  A type the walk cannot judge without
+ * Python code (zoneinfo.ZoneInfo, before it is looked up) stops the walk;
+ * the lookup runs between walks and the value is walked again.
  *
  * Decoding reads a private copy (never the shared segment itself) through a
  * cursor checked against the end before every read.  Counts are checked
@@ -17,6 +20,7 @@
  */
 #include "fc_codec.h"
 
+#include <datetime.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,11 +39,25 @@ enum {
     T_SET,
     T_FROZENSET,
     T_DICT,
+    T_DATETIME,
+    T_DATE,
+    T_TIME,
+    T_TIMEDELTA,
+    T_TZINFO,
     /* Tags from T_SMALL_INT up are the ints SMALL_INT_MIN .. SMALL_INT_MIN + 127
      * themselves: list(range(100)) is a byte an item. */
     T_SMALL_INT = 0x80,
 };
 #define SMALL_INT_MIN (-32)
+
+/* A tzinfo (after a datetime's or a time's fields, or after T_TZINFO). */
+enum { TZ_NONE, TZ_UTC, TZ_FIXED, TZ_ZONEINFO };
+
+/* What an encoding walk met and could not judge without Python code (a type
+ * not looked up yet): fc_codec_encode looks it up and walks again. */
+enum { NEED_ZONEINFO = 1 };
+
+#define CAPI(st) ((const PyDateTime_CAPI *)(st)->datetime_capi)
 
 #define STACK_BUF 512
 #define SEEN_SMALL 16
@@ -48,7 +66,10 @@ enum {
 /* Encoding                                                                 */
 
 typedef struct {
-    char *p; /* stack, or malloc'ed once grown */
+    fc_codec_state *st;
+    int protocol;
+    int need; /* NEED_* flags */
+    char *p;  /* stack, or malloc'ed once grown */
     size_t len, cap;
     PyObject *small[SEEN_SMALL]; /* mutable containers met, while few */
     size_t nsmall;
@@ -273,6 +294,177 @@ static int enc_set(enc *e, PyObject *v, int tag, int depth)
     return rc;
 }
 
+/* Calls a method of a C type (timezone.__getinitargs__, ZoneInfo.__reduce__)
+ * with the collector off: the result is a new tuple, and a collection could
+ * run a finalizer that changes the value under the walk. */
+static PyObject *call_method_nogc(PyObject *v, const char *name)
+{
+    int gc_was_on = PyGC_Disable();
+    PyObject *r = PyObject_CallMethod(v, name, NULL);
+    if (gc_was_on)
+        PyGC_Enable();
+    return r;
+}
+
+/* A str for a tz name or key: exact, valid UTF-8.  1, 0 not mine, -1. */
+static int put_tz_text(enc *e, PyObject *s)
+{
+    if (!PyUnicode_CheckExact(s))
+        return 0;
+    Py_ssize_t n;
+    const char *p = PyUnicode_AsUTF8AndSize(s, &n);
+    if (p == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (reserve(e, 10 + (size_t)n) < 0)
+        return -1;
+    put_varint(e, (uint64_t)n);
+    memcpy(e->p + e->len, p, (size_t)n);
+    e->len += (size_t)n;
+    return 1;
+}
+
+static int put_delta(enc *e, PyObject *d)
+{
+    if (reserve(e, 30) < 0)
+        return -1;
+    int64_t days = PyDateTime_DELTA_GET_DAYS(d);
+    put_varint(e, ((uint64_t)days << 1) ^ (days < 0 ? UINT64_MAX : 0));
+    put_varint(e, (uint64_t)PyDateTime_DELTA_GET_SECONDS(d));
+    put_varint(e, (uint64_t)PyDateTime_DELTA_GET_MICROSECONDS(d));
+    return 1;
+}
+
+/* A tzinfo: None, the UTC singleton, another exact datetime.timezone (its
+ * offset and name, as it pickles), or an exact C zoneinfo.ZoneInfo (its key
+ * and whether it came from the cache, as it pickles). */
+static int enc_tz(enc *e, PyObject *tz)
+{
+    const PyDateTime_CAPI *capi = CAPI(e->st);
+    if (reserve(e, 2) < 0)
+        return -1;
+    if (tz == Py_None || tz == capi->TimeZone_UTC) {
+        put_u8(e, tz == Py_None ? TZ_NONE : TZ_UTC);
+        return 1;
+    }
+    PyTypeObject *tp = Py_TYPE(tz);
+    PyObject *zi = e->st->zoneinfo_type;
+    if (zi == NULL && strcmp(tp->tp_name, "zoneinfo.ZoneInfo") == 0) {
+        e->need |= NEED_ZONEINFO;
+        return 0;
+    }
+    int is_zi = tp == (PyTypeObject *)zi;
+    if (!is_zi && tp != Py_TYPE(capi->TimeZone_UTC))
+        return 0;
+    PyObject *r = call_method_nogc(tz, is_zi ? "__reduce__" : "__getinitargs__");
+    if (r == NULL) {
+        /* A ZoneInfo from a file does not pickle: neither do we. */
+        if (!is_zi || PyErr_ExceptionMatches(PyExc_MemoryError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int rc = 0;
+    if (is_zi) {
+        /* (ZoneInfo._unpickle, (key, from_cache)) */
+        PyObject *args =
+            PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 ? PyTuple_GET_ITEM(r, 1) : NULL;
+        if (args != NULL && PyTuple_Check(args) && PyTuple_GET_SIZE(args) == 2 &&
+            PyLong_CheckExact(PyTuple_GET_ITEM(args, 1))) {
+            long from_cache = PyLong_AsLong(PyTuple_GET_ITEM(args, 1));
+            if (from_cache == 0 || from_cache == 1) {
+                put_u8(e, TZ_ZONEINFO);
+                put_u8(e, (unsigned)from_cache);
+                rc = put_tz_text(e, PyTuple_GET_ITEM(args, 0));
+            }
+            else if (from_cache == -1 && PyErr_Occurred())
+                PyErr_Clear();
+        }
+    }
+    else if (PyTuple_Check(r) && (PyTuple_GET_SIZE(r) == 1 || PyTuple_GET_SIZE(r) == 2) &&
+             Py_IS_TYPE(PyTuple_GET_ITEM(r, 0), capi->DeltaType)) {
+        /* (offset,) or (offset, name) */
+        int named = PyTuple_GET_SIZE(r) == 2;
+        put_u8(e, TZ_FIXED);
+        rc = put_delta(e, PyTuple_GET_ITEM(r, 0));
+        if (rc > 0 && (rc = reserve(e, 1)) == 0) {
+            put_u8(e, (unsigned)named);
+            rc = named ? put_tz_text(e, PyTuple_GET_ITEM(r, 1)) : 1;
+        }
+    }
+    Py_DECREF(r);
+    return rc;
+}
+
+/* Exact datetime types: the fields, as their pickles hold them.  A fold of
+ * 1 is kept only by protocols 4 and up: below, such a value is pickled. */
+static int enc_datetime(enc *e, PyObject *v, PyTypeObject *tp)
+{
+    const PyDateTime_CAPI *capi = CAPI(e->st);
+    if (reserve(e, 12) < 0)
+        return -1;
+    if (tp == capi->DeltaType) {
+        put_u8(e, T_TIMEDELTA);
+        return put_delta(e, v);
+    }
+    if (tp == capi->DateType || tp == capi->DateTimeType) {
+        if (tp == capi->DateTimeType && PyDateTime_DATE_GET_FOLD(v) && e->protocol < 4)
+            return 0;
+        int year = PyDateTime_GET_YEAR(v);
+        put_u8(e, tp == capi->DateType ? T_DATE : T_DATETIME);
+        put_u8(e, (unsigned)year & 0xff);
+        put_u8(e, (unsigned)year >> 8);
+        put_u8(e, (unsigned)PyDateTime_GET_MONTH(v));
+        put_u8(e, (unsigned)PyDateTime_GET_DAY(v));
+        if (tp == capi->DateType)
+            return 1;
+        int us = PyDateTime_DATE_GET_MICROSECOND(v);
+        put_u8(e, (unsigned)PyDateTime_DATE_GET_HOUR(v));
+        put_u8(e, (unsigned)PyDateTime_DATE_GET_MINUTE(v));
+        put_u8(e, (unsigned)PyDateTime_DATE_GET_SECOND(v));
+        put_u8(e, (unsigned)us & 0xff);
+        put_u8(e, ((unsigned)us >> 8) & 0xff);
+        put_u8(e, (unsigned)us >> 16);
+        put_u8(e, (unsigned)PyDateTime_DATE_GET_FOLD(v));
+        return enc_tz(e, PyDateTime_DATE_GET_TZINFO(v));
+    }
+    /* capi->TimeType */
+    if (PyDateTime_TIME_GET_FOLD(v) && e->protocol < 4)
+        return 0;
+    int us = PyDateTime_TIME_GET_MICROSECOND(v);
+    put_u8(e, T_TIME);
+    put_u8(e, (unsigned)PyDateTime_TIME_GET_HOUR(v));
+    put_u8(e, (unsigned)PyDateTime_TIME_GET_MINUTE(v));
+    put_u8(e, (unsigned)PyDateTime_TIME_GET_SECOND(v));
+    put_u8(e, (unsigned)us & 0xff);
+    put_u8(e, ((unsigned)us >> 8) & 0xff);
+    put_u8(e, (unsigned)us >> 16);
+    put_u8(e, (unsigned)PyDateTime_TIME_GET_FOLD(v));
+    return enc_tz(e, PyDateTime_TIME_GET_TZINFO(v));
+}
+
+/* Types not among the builtins: datetime's, and tzinfos on their own. */
+static int enc_other(enc *e, PyObject *v, PyTypeObject *tp)
+{
+    const PyDateTime_CAPI *capi = CAPI(e->st);
+    if (capi != NULL) {
+        if (tp == capi->DateTimeType || tp == capi->DateType || tp == capi->TimeType ||
+            tp == capi->DeltaType)
+            return enc_datetime(e, v, tp);
+        if (tp == Py_TYPE(capi->TimeZone_UTC) || (PyObject *)tp == e->st->zoneinfo_type ||
+            (e->st->zoneinfo_type == NULL && strcmp(tp->tp_name, "zoneinfo.ZoneInfo") == 0)) {
+            if (reserve(e, 1) < 0)
+                return -1;
+            put_u8(e, T_TZINFO);
+            return enc_tz(e, v);
+        }
+    }
+    return 0;
+}
+
 /* 1 written, 0 not mine, -1 error.  Scalars first: they are most items. */
 static int enc_value(enc *e, PyObject *v, int depth)
 {
@@ -298,6 +490,9 @@ static int enc_value(enc *e, PyObject *v, int depth)
     }
     if (tp == &PyBytes_Type)
         return put_blob(e, T_BYTES, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+    if (tp != &PyTuple_Type && tp != &PyList_Type && tp != &PyDict_Type && tp != &PySet_Type &&
+        tp != &PyFrozenSet_Type)
+        return enc_other(e, v, tp);
     if (depth >= FC_CODEC_MAX_DEPTH)
         return 0;
     depth++;
@@ -309,8 +504,6 @@ static int enc_value(enc *e, PyObject *v, int depth)
     }
     if (tp == &PyFrozenSet_Type)
         return enc_set(e, v, T_FROZENSET, depth);
-    if (tp != &PyList_Type && tp != &PyDict_Type && tp != &PySet_Type)
-        return 0;
     int seen = seen_add(e, v);
     if (seen != 0)
         return seen > 0 ? 0 : -1; /* met before: not mine */
@@ -325,26 +518,74 @@ static int enc_value(enc *e, PyObject *v, int depth)
     return enc_set(e, v, T_SET, depth);
 }
 
-int fc_codec_encode(PyObject *v, PyObject **out)
+/* Looks up zoneinfo.ZoneInfo (importing zoneinfo: Python code may run, so
+ * never during a walk).  Only the C implementation is taken: the pure
+ * Python one's methods would run Python code under the walk.  0, or -1 with
+ * an error set (not for a missing zoneinfo: that leaves Py_None). */
+static int resolve_zoneinfo(fc_codec_state *st)
+{
+    if (st->zoneinfo_type != NULL)
+        return 0;
+    PyObject *type = NULL, *no_cache = NULL;
+    PyObject *mod = PyImport_ImportModule("zoneinfo");
+    if (mod != NULL) {
+        type = PyObject_GetAttrString(mod, "ZoneInfo");
+        Py_DECREF(mod);
+    }
+    if (type != NULL && PyType_Check(type) &&
+        strcmp(((PyTypeObject *)type)->tp_name, "zoneinfo.ZoneInfo") == 0)
+        no_cache = PyObject_GetAttrString(type, "no_cache");
+    if (no_cache == NULL) {
+        if (PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) {
+            Py_XDECREF(type);
+            return -1;
+        }
+        PyErr_Clear();
+        Py_XSETREF(type, Py_NewRef(Py_None));
+        no_cache = Py_NewRef(Py_None);
+    }
+    if (st->zoneinfo_type == NULL) { /* the import may have re-entered */
+        st->zoneinfo_type = type;
+        st->zoneinfo_no_cache = no_cache;
+    }
+    else {
+        Py_DECREF(type);
+        Py_DECREF(no_cache);
+    }
+    return 0;
+}
+
+int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **out)
 {
     enc e;
-    e.p = e.stack;
-    e.len = 0;
-    e.cap = sizeof e.stack;
-    e.nsmall = 0;
-    e.tab = NULL;
-    e.mask = e.ntab = 0;
-    put_u8(&e, FC_CODEC_VERSION);
-    int rc = enc_value(&e, v, 0);
-    if (rc > 0) {
-        *out = PyBytes_FromStringAndSize(e.p, (Py_ssize_t)e.len);
-        if (*out == NULL)
-            rc = -1;
+    int rc;
+    e.st = st;
+    e.protocol = protocol;
+    for (;;) {
+        e.need = 0;
+        e.p = e.stack;
+        e.len = 0;
+        e.cap = sizeof e.stack;
+        e.nsmall = 0;
+        e.tab = NULL;
+        e.mask = e.ntab = 0;
+        put_u8(&e, FC_CODEC_VERSION);
+        rc = enc_value(&e, v, 0);
+        if (rc > 0) {
+            *out = PyBytes_FromStringAndSize(e.p, (Py_ssize_t)e.len);
+            if (*out == NULL)
+                rc = -1;
+        }
+        if (e.p != e.stack)
+            free(e.p);
+        free(e.tab);
+        if (rc != 0 || e.need == 0)
+            return rc;
+        /* Each lookup fills its slot (or Py_None), so this walks at most
+         * once more per kind of need. */
+        if ((e.need & NEED_ZONEINFO) && resolve_zoneinfo(st) < 0)
+            return -1;
     }
-    if (e.p != e.stack)
-        free(e.p);
-    free(e.tab);
-    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -352,7 +593,7 @@ int fc_codec_encode(PyObject *v, PyObject **out)
 
 typedef struct {
     const unsigned char *p, *end, *start;
-    fc_codec_cache *cache;
+    fc_codec_state *st;
 } dec;
 
 static PyObject *damaged(const dec *d, const char *what)
@@ -474,9 +715,9 @@ static PyObject *dec_value(dec *d, int depth);
 static inline PyObject *small_int(dec *d, int tag)
 {
     long x = (long)(tag - T_SMALL_INT) + SMALL_INT_MIN;
-    if (d->cache == NULL)
+    if (d->st == NULL)
         return PyLong_FromLong(x);
-    PyObject **slot = &d->cache->small_int[tag - T_SMALL_INT];
+    PyObject **slot = &d->st->small_int[tag - T_SMALL_INT];
     if (*slot == NULL && (*slot = PyLong_FromLong(x)) == NULL)
         return NULL;
     return Py_NewRef(*slot);
@@ -485,7 +726,7 @@ static inline PyObject *small_int(dec *d, int tag)
 /* A dict key: short ASCII strs come from (and go to) the cache. */
 static PyObject *dec_key(dec *d, int depth)
 {
-    if (d->cache == NULL || d->p >= d->end || *d->p != T_ASCII)
+    if (d->st == NULL || d->p >= d->end || *d->p != T_ASCII)
         return dec_value(d, depth);
     d->p++;
     Py_ssize_t n;
@@ -508,7 +749,7 @@ static PyObject *dec_key(dec *d, int depth)
         h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
     }
     /* The top bits: every input bit reaches them through the multiplies. */
-    PyObject **slot = &d->cache->slot[h >> (64 - FC_CODEC_KEY_BITS)];
+    PyObject **slot = &d->st->slot[h >> (64 - FC_CODEC_KEY_BITS)];
     PyObject *s = *slot;
     if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
         same_bytes(PyUnicode_1BYTE_DATA(s), d->p, (size_t)n)) {
@@ -603,6 +844,133 @@ error:
     return NULL;
 }
 
+static const PyDateTime_CAPI *dec_capi(dec *d)
+{
+    if (d->st == NULL || d->st->datetime_capi == NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "fastcache: cached value holds a datetime, and this interpreter has "
+                        "no datetime C API");
+        return NULL;
+    }
+    return CAPI(d->st);
+}
+
+/* A varint that must be below limit (a field of a known range). */
+static int get_bounded(dec *d, uint64_t limit, uint64_t *out)
+{
+    if (get_varint(d, out) < 0)
+        return -1;
+    if (*out >= limit) {
+        damaged(d, "field out of range");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *dec_delta(dec *d, const PyDateTime_CAPI *capi)
+{
+    uint64_t z, secs, us;
+    if (get_bounded(d, 2 * 999999999ULL + 2, &z) < 0 || get_bounded(d, 24 * 3600, &secs) < 0 ||
+        get_bounded(d, 1000000, &us) < 0)
+        return NULL;
+    int days = (int)(int64_t)((z >> 1) ^ (0 - (z & 1)));
+    return capi->Delta_FromDelta(days, (int)secs, (int)us, 1, capi->DeltaType);
+}
+
+static PyObject *dec_text(dec *d)
+{
+    Py_ssize_t n;
+    if (get_count(d, 1, &n) < 0)
+        return NULL;
+    const char *p = (const char *)d->p;
+    d->p += n;
+    return PyUnicode_DecodeUTF8(p, n, NULL);
+}
+
+static PyObject *dec_tz(dec *d, const PyDateTime_CAPI *capi)
+{
+    if (d->p >= d->end)
+        return damaged(d, "truncated tzinfo");
+    switch (*d->p++) {
+    case TZ_NONE: Py_RETURN_NONE;
+    case TZ_UTC: return Py_NewRef(capi->TimeZone_UTC);
+    case TZ_FIXED: {
+        PyObject *offset = dec_delta(d, capi);
+        if (offset == NULL)
+            return NULL;
+        PyObject *name = NULL, *tz = NULL;
+        if (d->p >= d->end || *d->p > 1)
+            damaged(d, "bad timezone name flag");
+        else if (*d->p++ == 0 || (name = dec_text(d)) != NULL)
+            tz = capi->TimeZone_FromTimeZone(offset, name); /* checks the range */
+        Py_DECREF(offset);
+        Py_XDECREF(name);
+        return tz;
+    }
+    case TZ_ZONEINFO: {
+        if (d->p >= d->end || *d->p > 1)
+            return damaged(d, "bad ZoneInfo cache flag");
+        int from_cache = *d->p++;
+        PyObject *key = dec_text(d);
+        if (key == NULL)
+            return NULL;
+        PyObject *tz = NULL;
+        /* What ZoneInfo._unpickle(key, from_cache) does. */
+        if (resolve_zoneinfo(d->st) == 0) {
+            if (d->st->zoneinfo_type == Py_None)
+                PyErr_SetString(PyExc_ValueError,
+                                "fastcache: cached value holds a zoneinfo.ZoneInfo, and "
+                                "this interpreter has no C zoneinfo");
+            else
+                tz = PyObject_CallOneArg(
+                    from_cache ? d->st->zoneinfo_type : d->st->zoneinfo_no_cache, key);
+        }
+        Py_DECREF(key);
+        return tz;
+    }
+    default: d->p--; return damaged(d, "unknown tzinfo kind");
+    }
+}
+
+static PyObject *dec_datetime(dec *d, int tag)
+{
+    const PyDateTime_CAPI *capi = dec_capi(d);
+    if (capi == NULL)
+        return NULL;
+    if (tag == T_TIMEDELTA)
+        return dec_delta(d, capi);
+    if (tag == T_TZINFO) {
+        if (d->p < d->end && *d->p == TZ_NONE)
+            return damaged(d, "tzinfo None");
+        return dec_tz(d, capi);
+    }
+    int y = 0, mo = 0, day = 0;
+    if (tag != T_TIME) {
+        if (d->end - d->p < 4)
+            return damaged(d, "truncated date");
+        y = d->p[0] | d->p[1] << 8;
+        mo = d->p[2];
+        day = d->p[3];
+        d->p += 4;
+        if (tag == T_DATE) /* the constructors check every range */
+            return capi->Date_FromDate(y, mo, day, capi->DateType);
+    }
+    if (d->end - d->p < 7)
+        return damaged(d, "truncated time");
+    int h = d->p[0], mi = d->p[1], s = d->p[2];
+    int us = d->p[3] | d->p[4] << 8 | d->p[5] << 16;
+    int fold = d->p[6];
+    d->p += 7;
+    PyObject *tz = dec_tz(d, capi);
+    if (tz == NULL)
+        return NULL;
+    PyObject *r = tag == T_TIME ? capi->Time_FromTimeAndFold(h, mi, s, us, tz, fold, capi->TimeType)
+                                : capi->DateTime_FromDateAndTimeAndFold(
+                                      y, mo, day, h, mi, s, us, tz, fold, capi->DateTimeType);
+    Py_DECREF(tz);
+    return r;
+}
+
 static PyObject *dec_value(dec *d, int depth)
 {
     if (d->p >= d->end)
@@ -653,14 +1021,18 @@ static PyObject *dec_value(dec *d, int depth)
         if (tag == T_SET || tag == T_FROZENSET)
             return dec_set(d, tag, depth + 1);
         return dec_seq(d, tag, depth + 1);
+    case T_DATETIME:
+    case T_DATE:
+    case T_TIME:
+    case T_TIMEDELTA:
+    case T_TZINFO: return dec_datetime(d, tag);
     default: d->p--; return damaged(d, "unknown tag");
     }
 }
 
-PyObject *fc_codec_decode(fc_codec_cache *cache, const char *p, size_t n)
+PyObject *fc_codec_decode(fc_codec_state *st, const char *p, size_t n)
 {
-    dec d = {(const unsigned char *)p, (const unsigned char *)p + n, (const unsigned char *)p,
-             cache};
+    dec d = {(const unsigned char *)p, (const unsigned char *)p + n, (const unsigned char *)p, st};
     if (n == 0)
         return damaged(&d, "empty");
     if (d.p[0] != FC_CODEC_VERSION) {
@@ -679,10 +1051,35 @@ PyObject *fc_codec_decode(fc_codec_cache *cache, const char *p, size_t n)
     return v;
 }
 
-void fc_codec_cache_clear(fc_codec_cache *cache)
+int fc_codec_init(fc_codec_state *st)
+{
+    (void)PyDateTimeAPI; /* the header's global: this module keeps its own */
+    /* The capsule's table and the types in it are static in _datetime, one
+     * for the process; an interpreter where _datetime does not load (an
+     * isolated one, before 3.13) has no capsule, and no values of those
+     * types: the codec then leaves datetimes to pickle. */
+    st->datetime_capi = PyCapsule_Import(PyDateTime_CAPSULE_NAME, 0);
+    if (st->datetime_capi == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError))
+            return -1;
+        PyErr_Clear();
+    }
+    return 0;
+}
+
+int fc_codec_state_traverse(fc_codec_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->zoneinfo_type);
+    Py_VISIT(st->zoneinfo_no_cache);
+    return 0;
+}
+
+void fc_codec_state_clear(fc_codec_state *st)
 {
     for (size_t i = 0; i < FC_CODEC_KEY_SLOTS; i++)
-        Py_CLEAR(cache->slot[i]);
+        Py_CLEAR(st->slot[i]);
     for (size_t i = 0; i < 128; i++)
-        Py_CLEAR(cache->small_int[i]);
+        Py_CLEAR(st->small_int[i]);
+    Py_CLEAR(st->zoneinfo_type);
+    Py_CLEAR(st->zoneinfo_no_cache);
 }

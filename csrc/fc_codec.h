@@ -10,7 +10,9 @@
  *   fc_codec_encode  a value -> a new bytes object, or "not mine" (0, no
  *                    error) for anything it cannot reproduce exactly: a
  *                    subclass, an unknown type, an int beyond 64 bits, a str
- *                    with lone surrogates, a mutable container reached twice
+ *                    with lone surrogates, a datetime with a tzinfo of another
+ *                    class or a fold pickle's protocol would drop, a mutable
+ *                    container reached twice
  *                    (pickle would rebuild the sharing; so would a cycle),
  *                    nesting deeper than FC_CODEC_MAX_DEPTH.  The caller
  *                    then pickles the whole value, as before the codec.
@@ -47,6 +49,15 @@
  *   BYTES   n:varint, n bytes
  *   LIST TUPLE SET FROZENSET   n:varint, n values
  *   DICT    n:varint, n (key value) pairs
+ *   DATETIME year:u16le month:u8 day:u8 hour minute second:u8 us:u24le fold:u8 tz
+ *   DATE    year:u16le month:u8 day:u8
+ *   TIME    hour minute second:u8 us:u24le fold:u8 tz
+ *   TIMEDELTA days:zigzag varint, seconds:varint, us:varint
+ *   TZINFO  tz (not TZ_NONE): a tzinfo on its own
+ *   tz      := TZ_NONE | TZ_UTC | TZ_FIXED delta named:u8 [n:varint n bytes UTF-8]
+ *            | TZ_ZONEINFO from_cache:u8 n:varint n bytes UTF-8 (the key)
+ *   Fields are decoded through the datetime C API's constructors, which
+ *   check every range; damaged ones raise ValueError like any damage.
  * Native byte order: payloads never leave the machine (private heap or a
  * shared segment whose layout check already refuses another build).
  *
@@ -66,25 +77,46 @@
 #define FC_CODEC_VERSION 1
 #define FC_CODEC_MAX_DEPTH 32
 
-/* Cache of decoded dict-key strs (short, ASCII) and small ints.  Lives in
- * the module state; zero-initialised is empty.  Holds strong references. */
+/* The codec's per-interpreter state, in the module state; zero-initialised
+ * is empty.  Holds strong references.
+ *
+ *  - a cache of decoded dict-key strs (short, ASCII) and small ints;
+ *  - the datetime C API (the capsule's table: the types in it are static,
+ *    process-wide objects), fetched once by fc_codec_init at module exec;
+ *    NULL when this interpreter has no _datetime (then datetimes are
+ *    pickled, and a payload holding one raises);
+ *  - the types of modules the codec does not import itself: looked up the
+ *    first time a value or payload needs them.  NULL: not looked up yet;
+ *    Py_None: unavailable (the values are pickled). */
 #define FC_CODEC_KEY_BITS 9
 #define FC_CODEC_KEY_SLOTS (1 << FC_CODEC_KEY_BITS)
 #define FC_CODEC_KEY_MAX 32
 typedef struct {
     PyObject *slot[FC_CODEC_KEY_SLOTS];
-    PyObject *small_int[128]; /* the ints of the small-int tags, filled lazily */
-} fc_codec_cache;
+    PyObject *small_int[128];  /* the ints of the small-int tags, filled lazily */
+    const void *datetime_capi; /* PyDateTime_CAPI *, or NULL */
+    PyObject *zoneinfo_type;   /* zoneinfo.ZoneInfo (the C one) */
+    PyObject *zoneinfo_no_cache;
+} fc_codec_state;
+
+/* At module exec: fetches the datetime C API.  0, or -1 with an error set
+ * (only MemoryError-like failures; a missing _datetime is not an error). */
+int fc_codec_init(fc_codec_state *st);
 
 /* 1 and *out = new bytes: encoded.  0: not the codec's (no error set; the
- * caller pickles).  -1: an error is set (MemoryError). */
-int fc_codec_encode(PyObject *v, PyObject **out);
+ * caller pickles).  -1: an error is set (MemoryError).  protocol is the
+ * pickle protocol the value would otherwise be pickled with (what it keeps,
+ * such as a datetime's fold, the codec keeps). */
+int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **out);
 
 /* New reference, or NULL with ValueError (damaged or foreign payload) or
- * MemoryError.  cache may be NULL (no key reuse). */
-PyObject *fc_codec_decode(fc_codec_cache *cache, const char *p, size_t n);
+ * MemoryError, or whatever a constructor raised (ZoneInfo(key) for a key
+ * this machine no longer has, as pickle.loads would).  st may be NULL (no
+ * key reuse, no datetimes). */
+PyObject *fc_codec_decode(fc_codec_state *st, const char *p, size_t n);
 
-/* Drops the cache's references (module clear/free). */
-void fc_codec_cache_clear(fc_codec_cache *cache);
+/* Module traverse/clear/free. */
+int fc_codec_state_traverse(fc_codec_state *st, visitproc visit, void *arg);
+void fc_codec_state_clear(fc_codec_state *st);
 
 #endif

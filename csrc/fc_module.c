@@ -105,7 +105,7 @@ typedef struct {
     PyObject *str_version;
     PyObject *str_refresh_fast_paths;
     PyObject *empty_tuple;
-    fc_codec_cache codec;
+    fc_codec_state codec;
 } fc_state;
 
 static struct PyModuleDef fc_module_def;
@@ -1069,7 +1069,7 @@ static int encode_value(fc_state *st, HandleObject *h, PyObject *v, enc_value *e
         return 0;
     }
     PyObject *b;
-    int rc = fc_codec_encode(v, &b);
+    int rc = fc_codec_encode(&st->codec, v, h->pickle_protocol, &b);
     if (rc < 0)
         return -1;
     if (rc > 0) {
@@ -2170,11 +2170,16 @@ static PyObject *fc_configured(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(st->default_timeout != NULL);
 }
 
-/* _codec_encode(value) -> bytes | None (None: the value would be pickled). */
-static PyObject *fc_codec_encode_py(PyObject *Py_UNUSED(module), PyObject *value)
+/* _codec_encode(value, protocol=5) -> bytes | None (None: the value would be
+ * pickled). */
+static PyObject *fc_codec_encode_py(PyObject *module, PyObject *args)
 {
-    PyObject *b;
-    int rc = fc_codec_encode(value, &b);
+    PyObject *value, *b;
+    int protocol = 5;
+    if (!PyArg_ParseTuple(args, "O|i:_codec_encode", &value, &protocol))
+        return NULL;
+    fc_state *st = PyModule_GetState(module);
+    int rc = fc_codec_encode(&st->codec, value, protocol, &b);
     if (rc <= 0)
         return rc < 0 ? NULL : Py_NewRef(Py_None);
     return b;
@@ -2195,7 +2200,7 @@ static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))fc_configure, METH_VARARGS | METH_KEYWORDS,
      "configure(*, default_timeout, validate_key, key_warning, pickle_dumps, pickle_loads)"},
     {"configured", fc_configured, METH_NOARGS, "Whether configure() was called."},
-    {"_codec_encode", fc_codec_encode_py, METH_O, "Test hook: the codec's payload, or None."},
+    {"_codec_encode", fc_codec_encode_py, METH_VARARGS, "Test hook: the codec's payload, or None."},
     {"_codec_decode", fc_codec_decode_py, METH_O, "Test hook: a payload decoded."},
     {NULL, NULL, 0, NULL},
 };
@@ -2224,7 +2229,7 @@ static int fc_exec(PyObject *module)
         return -1;
     if (PyModule_AddIntConstant(module, "MEMCACHE_MAX_KEY_LENGTH", MEMCACHE_MAX_KEY_LENGTH) < 0)
         return -1;
-    return 0;
+    return fc_codec_init(&st->codec);
 }
 
 static int fc_traverse(PyObject *module, visitproc visit, void *arg)
@@ -2239,7 +2244,7 @@ static int fc_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->pickle_loads);
     Py_VISIT(st->time_module);
     Py_VISIT(st->time_dict);
-    return 0;
+    return fc_codec_state_traverse(&st->codec, visit, arg);
 }
 
 static int fc_clear(PyObject *module)
@@ -2260,7 +2265,7 @@ static int fc_clear(PyObject *module)
     Py_CLEAR(st->str_version);
     Py_CLEAR(st->str_refresh_fast_paths);
     Py_CLEAR(st->empty_tuple);
-    fc_codec_cache_clear(&st->codec);
+    fc_codec_state_clear(&st->codec);
     return 0;
 }
 

@@ -23,7 +23,7 @@ def configure(
 def configured() -> bool:
     """Whether configure() was called."""
 
-def _codec_encode(value: object, /) -> bytes | None:
+def _codec_encode(value: object, protocol: int = 5, /) -> bytes | None:
     """Test hook: the payload csrc/fc_codec.c stores for value, or None when the
     value would be pickled instead."""
 

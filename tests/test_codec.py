@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import decimal
 import math
 import os
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import zoneinfo
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +43,9 @@ from django_fastcache import backend as fc_backend  # noqa: E402
 MAX_DEPTH = 32
 INT64 = 2**63
 MUTABLE = (list, dict, set)
+DATETIMES = (dt.datetime, dt.date, dt.time, dt.timedelta)
+UTC = dt.timezone.utc
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 
 
 def roundtrip(v: Any) -> Any:
@@ -52,6 +57,18 @@ def same(a: Any, b: Any) -> bool:
     dicts and sets in the same iteration order."""
     if type(a) is not type(b):
         return False
+    if isinstance(a, (dt.datetime, dt.time)):  # == compares instants: not enough
+        return (
+            a.replace(tzinfo=None) == b.replace(tzinfo=None)
+            and a.fold == b.fold
+            and same(a.tzinfo, b.tzinfo)
+        )
+    if isinstance(a, dt.tzinfo):
+        if isinstance(a, zoneinfo.ZoneInfo):  # the cached instance, or a fresh one
+            return a.key == b.key and (a is zoneinfo.ZoneInfo(a.key)) == (
+                b is zoneinfo.ZoneInfo(b.key)
+            )
+        return repr(a) == repr(b) and (a is UTC) == (b is UTC)
     if isinstance(a, float):
         return struct.pack("<d", a) == struct.pack("<d", b)
     if isinstance(a, (list, tuple)):
@@ -59,7 +76,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, (set, frozenset)):
         if len(a) != len(b):
             return False
-        if has_nan(a):  # hash(nan) is its id: no two rebuilds share an order
+        if has_nan(a):  # hashed by id (NaN, ZoneInfo): no two rebuilds share an order
             return canon(a) == canon(b)
         return all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
@@ -82,6 +99,9 @@ def canon(v: Any) -> str:
 
 
 def has_nan(v: Any) -> bool:
+    """Whether v holds an item hashed by its id (a NaN float, a ZoneInfo)."""
+    if isinstance(v, zoneinfo.ZoneInfo):
+        return True
     if isinstance(v, float):
         return math.isnan(v)
     if isinstance(v, (tuple, frozenset, set)):
@@ -102,7 +122,32 @@ def containers(v: Any) -> Iterator[Any]:
             yield from containers(x)
 
 
-def codec_takes(v: Any, depth: int = 0, seen: set[int] | None = None) -> bool:
+def utf8(v: Any) -> bool:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def tz_takes(tz: Any) -> bool:
+    if tz is None or tz is UTC:
+        return True
+    if type(tz) is dt.timezone:
+        args = tz.__getinitargs__()
+        return len(args) == 1 or (type(args[1]) is str and utf8(args[1]))
+    if type(tz) is zoneinfo.ZoneInfo:
+        try:
+            _, (key, _) = tz.__reduce__()
+        except pickle.PicklingError:  # from_file
+            return False
+        return type(key) is str and utf8(key)
+    return False
+
+
+def codec_takes(
+    v: Any, depth: int = 0, seen: set[int] | None = None, protocol: int = 5
+) -> bool:
     """What fc_codec.c is specified to encode (a Python model of it)."""
     seen = set() if seen is None else seen
     t = type(v)
@@ -111,11 +156,13 @@ def codec_takes(v: Any, depth: int = 0, seen: set[int] | None = None) -> bool:
     if t is int:
         return -INT64 <= v < INT64
     if t is str:
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
+        return utf8(v)
+    if t in (dt.date, dt.timedelta):
         return True
+    if t in (dt.datetime, dt.time):
+        return (protocol >= 4 or not v.fold) and tz_takes(v.tzinfo)
+    if t in (dt.timezone, zoneinfo.ZoneInfo):
+        return tz_takes(v)
     if t not in (list, tuple, dict, set, frozenset) or depth >= MAX_DEPTH:
         return False
     if t in MUTABLE:
@@ -123,7 +170,7 @@ def codec_takes(v: Any, depth: int = 0, seen: set[int] | None = None) -> bool:
             return False
         seen.add(id(v))
     items = [x for kv in v.items() for x in kv] if t is dict else list(v)
-    return all(codec_takes(x, depth + 1, seen) for x in items)
+    return all(codec_takes(x, depth + 1, seen, protocol) for x in items)
 
 
 # --------------------------------------------------------------------------
@@ -140,7 +187,47 @@ texts = (
     | st.text(st.characters(max_codepoint=127), max_size=40)
     | st.sampled_from(["", "é", "😀 non-BMP", "x" * 300, "a\ud800b"])
 )
-atoms = st.none() | st.booleans() | ints | floats | texts | st.binary(max_size=40)
+ZONE_KEYS = ["Europe/Paris", "America/New_York", "Asia/Kolkata", "UTC"]
+fixed_offsets = st.timedeltas(
+    dt.timedelta(hours=-24) + dt.timedelta.resolution,
+    dt.timedelta(hours=24) - dt.timedelta.resolution,
+)
+tz_objects = (
+    st.just(UTC)
+    | st.builds(dt.timezone, fixed_offsets)
+    | st.builds(dt.timezone, fixed_offsets, st.text(max_size=8) | st.just("a\ud800b"))
+    | st.sampled_from(ZONE_KEYS).map(zoneinfo.ZoneInfo)
+    | st.sampled_from(ZONE_KEYS).map(zoneinfo.ZoneInfo.no_cache)
+)
+tzinfos = st.none() | tz_objects
+_datetimes = (
+    st.builds(
+        lambda d, tz, fold: d.replace(tzinfo=tz, fold=fold),
+        st.datetimes(),
+        tzinfos,
+        st.integers(0, 1),
+    )
+    | st.dates()
+    | st.builds(
+        lambda t, tz, fold: t.replace(tzinfo=tz, fold=fold),
+        st.times(),
+        tzinfos,
+        st.integers(0, 1),
+    )
+    | st.timedeltas()
+    | tz_objects
+)
+
+
+@st.composite
+def datetimes(draw: Any) -> Any:
+    """datetime values (a named strategy keeps hypothesis's reprs short)."""
+    return draw(_datetimes)
+
+atoms = (
+    st.none() | st.booleans() | ints | floats | texts | st.binary(max_size=40)
+    | datetimes()
+)
 hashables = st.recursive(
     atoms,
     lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=4),
@@ -222,6 +309,70 @@ def test_nesting_to_32_is_taken_deeper_is_not() -> None:
     assert fc._codec_encode(nest(MAX_DEPTH + 1)) is None
 
 
+@pytest.mark.parametrize(
+    "v",
+    [
+        dt.datetime(2020, 1, 2, 3, 4, 5, 678901),
+        dt.datetime.min, dt.datetime.max, dt.date.min, dt.date.max, dt.time.max,
+        dt.timedelta.min, dt.timedelta.max, dt.timedelta(days=-1, microseconds=1),
+        dt.datetime(2021, 10, 31, 2, 30, fold=1, tzinfo=PARIS),
+        dt.time(1, 2, fold=1, tzinfo=zoneinfo.ZoneInfo.no_cache("Asia/Kolkata")),
+        dt.datetime(2020, 1, 1, tzinfo=UTC),
+        dt.datetime(2020, 1, 1, tzinfo=dt.timezone(dt.timedelta(0), "UTC")),
+        dt.time(tzinfo=dt.timezone(dt.timedelta.resolution - dt.timedelta(1), "é")),
+        {"at": dt.datetime(2024, 2, 29, tzinfo=UTC), "on": [dt.date(2024, 2, 29)]},
+        UTC, zoneinfo.ZoneInfo("UTC"), dt.timezone(dt.timedelta(hours=5, minutes=30)),
+    ],
+)
+def test_datetime_examples_round_trip(v: Any) -> None:
+    payload = fc._codec_encode(v)
+    assert payload is not None
+    got, want = fc._codec_decode(payload), roundtrip(v)
+    assert same(got, want)
+    tz = getattr(want, "tzinfo", want)
+    if tz is UTC or (type(tz) is zoneinfo.ZoneInfo and tz is zoneinfo.ZoneInfo(tz.key)):
+        assert getattr(got, "tzinfo", got) is tz  # the singleton, the cached instance
+
+
+@pytest.mark.parametrize("make", [dt.datetime, dt.time])
+def test_fold_is_kept_only_where_the_pickle_protocol_keeps_it(make) -> None:
+    v = make(1, 1, 1) if make is dt.datetime else make(1)
+    v = v.replace(fold=1)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert (fc._codec_encode(v, protocol) is not None) == (protocol >= 4)
+        assert pickle.loads(pickle.dumps(v, protocol)).fold == (protocol >= 4)
+    assert fc._codec_encode(v.replace(fold=0), 2) is not None
+
+
+class DateTimeSub(dt.datetime):
+    pass
+
+
+class FixedTZ(dt.tzinfo):
+    def utcoffset(self, _: Any) -> dt.timedelta:
+        return dt.timedelta(hours=1)
+
+    def __repr__(self) -> str:
+        return "FixedTZ()"
+
+
+class ZoneInfoSub(zoneinfo.ZoneInfo):
+    pass
+
+
+def test_zoneinfo_from_a_file_is_declined_as_pickle_refuses_it() -> None:
+    paths = [os.path.join(p, "Europe/Paris") for p in zoneinfo.TZPATH]
+    path = next((p for p in paths if os.path.isfile(p)), None)
+    if path is None:
+        pytest.skip("no system time zone files")
+    with open(path, "rb") as f:
+        tz = zoneinfo.ZoneInfo.from_file(f)
+    for v in (tz, [dt.datetime(2020, 1, 1, tzinfo=tz)]):
+        assert fc._codec_encode(v) is None
+        with pytest.raises(pickle.PicklingError):
+            pickle.dumps(v)
+
+
 class ListSub(list):
     pass
 
@@ -260,6 +411,11 @@ def _cycle() -> list:
         lambda: collections.OrderedDict(a=1),
         lambda: [collections.defaultdict(list)],
         lambda: [decimal.Decimal("1.5")],
+        lambda: [DateTimeSub(2020, 1, 1)],
+        lambda: [dt.datetime(2020, 1, 1, tzinfo=FixedTZ())],
+        lambda: [dt.time(tzinfo=dt.timezone(dt.timedelta(hours=1), StrSub("X")))],
+        lambda: [dt.time(tzinfo=dt.timezone(dt.timedelta(hours=1), "lone \udc80"))],
+        lambda: [ZoneInfoSub("UTC")],
         lambda: [ValueError("boom")],
         lambda: [2**64],
         lambda: {"k": "lone \udc80 surrogate"},
@@ -361,6 +517,23 @@ def test_foreign_version_is_a_clear_error() -> None:
         (b"\x01\x01\x01", "bytes after the value"),
         (b"\x01\x7f", "unknown tag"),
         (b"\x01" + b"\x09\x01" * 33 + b"\x01", "nesting too deep"),
+        # DATETIME 0x0e, DATE 0x0f, TIME 0x10, TIMEDELTA 0x11, TZINFO 0x12
+        (b"\x01\x0f\xe4\x07\x01", "truncated date"),
+        (b"\x01\x0e\xe4\x07\x01\x01" + b"\x00" * 6, "truncated time"),
+        (b"\x01\x0e\xe4\x07\x01\x01" + b"\x00" * 7, "truncated tzinfo"),
+        (b"\x01\x0e\xe4\x07\x01\x01" + b"\x00" * 7 + b"\x09", "unknown tzinfo"),
+        (b"\x01\x0f\xe4\x07\x0d\x01", "month must be in 1..12"),
+        (b"\x01\x0f\x00\x00\x01\x01", "year 0 is out of range"),
+        (b"\x01\x10\x18" + b"\x00" * 6 + b"\x00", "hour must be in 0..23"),
+        (b"\x01\x10\x00\x00\x00\x40\x42\x0f\x00\x00", "microsecond must be in"),
+        (b"\x01\x10" + b"\x00" * 6 + b"\x02\x00", "fold must be either 0 or 1"),
+        (b"\x01\x11\x00\x80\xa3\x05\x00", "field out of range"),  # 86400 s
+        (b"\x01\x11\x80\xa8\xd6\xb9\x07\x00\x00", "field out of range"),  # 1e9 days
+        (b"\x01\x12\x00", "tzinfo None"),
+        (b"\x01\x12\x02\x00\x00\x00\x02", "bad timezone name flag"),
+        (b"\x01\x12\x02\x02\x00\x00\x00", "offset must be a timedelta strictly"),
+        (b"\x01\x12\x02\x00\x00\x00\x01\x05ab", "length beyond the end"),
+        (b"\x01\x12\x03\x02\x00", "bad ZoneInfo cache flag"),
     ],
 )
 def test_damaged_payloads_raise_value_error(payload: bytes, what: str) -> None:
@@ -375,7 +548,7 @@ def test_unhashable_key_in_a_damaged_payload_is_a_type_error() -> None:
 
 
 FUZZ = """
-import random, sys
+import datetime as dt, random, sys, zoneinfo
 from django_fastcache import _fastcache as fc
 rng = random.Random(int(sys.argv[1]))
 seeds = [
@@ -383,6 +556,11 @@ seeds = [
     [list(range(40)), (None, True, False), {1, 2, 3}, frozenset({"x", (1, 2)})],
     {("k", 1): {"deep": [[[{"é": "😀"}]]]}, -(2**63): 2**63 - 1, 0.0: -0.0},
     ["x" * 200, "y" * 7, "", b"", ()],
+    [dt.datetime(2021, 10, 31, 2, 30, fold=1, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+     dt.time(4, 5, 6, 7, tzinfo=dt.timezone(dt.timedelta(hours=-3), "Z")),
+     dt.date(2000, 2, 29), dt.timedelta(-3, 4, 5),
+     dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc),
+     zoneinfo.ZoneInfo.no_cache("UTC")],
 ]
 payloads = [fc._codec_encode(v) for v in seeds]
 assert all(p is not None for p in payloads)
@@ -406,7 +584,8 @@ for i in range(int(sys.argv[2])):
     try:
         fc._codec_decode(bytes(p))
         outcome = "ok"
-    except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+    except (ValueError, TypeError, OverflowError, MemoryError, KeyError) as exc:
+        # KeyError: zoneinfo.ZoneInfoNotFoundError, for a key the bytes now spell
         outcome = type(exc).__name__
     outcomes[outcome] = outcomes.get(outcome, 0) + 1
 print(sorted(outcomes.items()))
