@@ -32,8 +32,9 @@ setup(
     ext_modules=[
         Extension(
             "django_fastcache._fastcache",
-            sources=["csrc/fc_table.c", "csrc/fc_shm.c", "csrc/fc_module.c"],
-            depends=["csrc/fc_table.h", "csrc/fc_shm.h"],
+            sources=["csrc/fc_table.c", "csrc/fc_shm.c", "csrc/fc_codec.c",
+                     "csrc/fc_module.c"],
+            depends=["csrc/fc_table.h", "csrc/fc_shm.h", "csrc/fc_codec.h"],
             include_dirs=["csrc"],
             define_macros=macros,
             extra_compile_args=cflags,

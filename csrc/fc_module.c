@@ -25,7 +25,10 @@
  * Values of exact builtin immutable types (None, bool, int that fits 64
  * bits, float, str, bytes) are stored by a small codec instead of pickle:
  * a pickle round trip of those returns an equal object of the same type, so
- * results are the same and copy-on-read semantics are unaffected.
+ * results are the same and copy-on-read semantics are unaffected.  Exact
+ * containers of those (dict, list, tuple, set, frozenset) go through
+ * fc_codec.c, which rebuilds what pickle would and declines (the value is
+ * then pickled) whatever it cannot reproduce exactly.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fc_codec.h"
 #include "fc_shm.h"
 #include "fc_table.h"
 
@@ -104,6 +108,7 @@ typedef struct {
     PyObject *str_version;
     PyObject *str_refresh_fast_paths;
     PyObject *empty_tuple;
+    fc_codec_state codec;
 } fc_state;
 
 static struct PyModuleDef fc_module_def;
@@ -498,6 +503,7 @@ static PyObject *decode_value(fc_state *st, int vtype, const char *p, size_t n)
     }
     case FC_VT_STR: return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, NULL);
     case FC_VT_BYTES: return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    case FC_VT_CODEC: return fc_codec_decode(&st->codec, p, n);
     case FC_VT_PICKLE: {
         PyObject *b = PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
         if (b == NULL)
@@ -1160,11 +1166,22 @@ static int encode_value(fc_state *st, HandleObject *h, PyObject *v, enc_value *e
         ev->vtype = FC_VT_BYTES;
         return 0;
     }
+    PyObject *b;
+    int rc = fc_codec_encode(&st->codec, v, h->pickle_protocol, &b);
+    if (rc < 0)
+        return -1;
+    if (rc > 0) {
+        ev->owned = b;
+        ev->p = PyBytes_AS_STRING(b);
+        ev->n = (size_t)PyBytes_GET_SIZE(b);
+        ev->vtype = FC_VT_CODEC;
+        return 0;
+    }
     PyObject *protocol = PyLong_FromLong(h->pickle_protocol);
     if (protocol == NULL)
         return -1;
     PyObject *args[2] = {v, protocol};
-    PyObject *b = PyObject_Vectorcall(st->pickle_dumps, args, 2, NULL);
+    b = PyObject_Vectorcall(st->pickle_dumps, args, 2, NULL);
     Py_DECREF(protocol);
     if (b == NULL)
         return -1;
@@ -2250,10 +2267,38 @@ static PyObject *fc_configured(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(st->default_timeout != NULL);
 }
 
+/* _codec_encode(value, protocol=5) -> bytes | None (None: the value would be
+ * pickled). */
+static PyObject *fc_codec_encode_py(PyObject *module, PyObject *args)
+{
+    PyObject *value, *b;
+    int protocol = 5;
+    if (!PyArg_ParseTuple(args, "O|i:_codec_encode", &value, &protocol))
+        return NULL;
+    fc_state *st = PyModule_GetState(module);
+    int rc = fc_codec_encode(&st->codec, value, protocol, &b);
+    if (rc <= 0)
+        return rc < 0 ? NULL : Py_NewRef(Py_None);
+    return b;
+}
+
+/* _codec_decode(payload: bytes) -> value, as a get would return it. */
+static PyObject *fc_codec_decode_py(PyObject *module, PyObject *b)
+{
+    if (!PyBytes_Check(b)) {
+        PyErr_Format(PyExc_TypeError, "expected bytes, not %.200s", Py_TYPE(b)->tp_name);
+        return NULL;
+    }
+    fc_state *st = PyModule_GetState(module);
+    return fc_codec_decode(&st->codec, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))fc_configure, METH_VARARGS | METH_KEYWORDS,
      "configure(*, default_timeout, validate_key, key_warning, pickle_dumps, pickle_loads)"},
     {"configured", fc_configured, METH_NOARGS, "Whether configure() was called."},
+    {"_codec_encode", fc_codec_encode_py, METH_VARARGS, "Test hook: the codec's payload, or None."},
+    {"_codec_decode", fc_codec_decode_py, METH_O, "Test hook: a payload decoded."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2283,7 +2328,7 @@ static int fc_exec(PyObject *module)
         return -1;
     if (PyModule_AddIntConstant(module, "MEMCACHE_MAX_KEY_LENGTH", MEMCACHE_MAX_KEY_LENGTH) < 0)
         return -1;
-    return 0;
+    return fc_codec_init(&st->codec);
 }
 
 static int fc_traverse(PyObject *module, visitproc visit, void *arg)
@@ -2298,7 +2343,7 @@ static int fc_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->pickle_loads);
     Py_VISIT(st->time_module);
     Py_VISIT(st->time_dict);
-    return 0;
+    return fc_codec_state_traverse(&st->codec, visit, arg);
 }
 
 static int fc_clear(PyObject *module)
@@ -2319,6 +2364,7 @@ static int fc_clear(PyObject *module)
     Py_CLEAR(st->str_version);
     Py_CLEAR(st->str_refresh_fast_paths);
     Py_CLEAR(st->empty_tuple);
+    fc_codec_state_clear(&st->codec);
     return 0;
 }
 

@@ -104,6 +104,7 @@ enum {
     FC_VT_FLOAT = 5, /* 8 bytes, native double */
     FC_VT_STR = 6,   /* UTF-8 */
     FC_VT_BYTES = 7,
+    FC_VT_CODEC = 8, /* fc_codec.c's format: a version byte, then the value */
 };
 
 typedef struct fc_entry {

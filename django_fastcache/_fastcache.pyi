@@ -23,6 +23,13 @@ def configure(
 def configured() -> bool:
     """Whether configure() was called."""
 
+def _codec_encode(value: object, protocol: int = 5, /) -> bytes | None:
+    """Test hook: the payload csrc/fc_codec.c stores for value, or None when the
+    value would be pickled instead."""
+
+def _codec_decode(payload: bytes, /) -> Any:
+    """Test hook: a payload decoded as a get would (ValueError when damaged)."""
+
 @final
 class Store:
     """A fastcache table: in this process's heap (Store()) or a shared segment."""

@@ -29,7 +29,7 @@ import django
 from django.conf import settings
 settings.configure()
 django.setup()
-from django_fastcache import FastCache, SharedMemoryCache
+from django_fastcache import FastCache, SharedMemoryCache, _fastcache
 
 def rss_kib():
     with open("/proc/self/statm") as f:
@@ -64,6 +64,16 @@ class Unpicklable:
 def workload(c, n):
     big = "x" * 3000
     lst = list(range(50))
+    nested = {"id": 1, "tags": ("a", b"b"), "s": {1.5, None}, "f": frozenset({"x"}),
+              "deep": [[{"é": "😀" * 20}]], "big": 2**40, "long": "k" * 40}
+    shared = [lst, lst]   # declined by the codec: pickled whole
+    import datetime as dt, zoneinfo
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    when = [dt.datetime(2021, 10, 31, 2, 30, fold=1, tzinfo=paris),
+            dt.time(1, tzinfo=dt.timezone(dt.timedelta(hours=-5), "EST")),
+            dt.date(2020, 2, 29), dt.timedelta(-1, 2, 3),
+            dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
+            zoneinfo.ZoneInfo.no_cache("UTC")]
     for i in range(n):
         k = i % 500
         c.set(k, lst)
@@ -78,6 +88,22 @@ def workload(c, n):
         c.has_key(k)
         c.touch(k, 100)
         c.get_many([k, "missing", ("t", k)])
+        c.set(("n", k), nested)
+        c.get(("n", k))
+        c.set(("w", k), when)
+        c.get(("w", k))
+        c.set(("s", k), shared)
+        c.get(("s", k))
+        try:
+            # a damaged payload: a dict whose key is a list (unhashable)
+            _fastcache._codec_decode(b"\\x01\\x0d\\x01\\x09\\x00\\x01")
+        except TypeError:
+            pass
+        try:
+            # a damaged datetime payload: month 13
+            _fastcache._codec_decode(b"\\x01\\x0f\\xe4\\x07\\x0d\\x01")
+        except ValueError:
+            pass
         c.set_many({"a%d" % k: i, "b%d" % k: lst}, 50)
         c.delete_many(["a%d" % k, "zz"])
         c.delete(("t", k))
