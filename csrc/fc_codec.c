@@ -1043,7 +1043,13 @@ PyObject *fc_codec_decode(fc_codec_state *st, const char *p, size_t n)
         return NULL;
     }
     d.p++;
+    /* A list or tuple is made at its full size and filled item by item: no
+     * collection (whose callbacks and finalizers run Python code that could
+     * reach it through gc.get_objects()) may see it half filled. */
+    int gc_was_on = PyGC_Disable();
     PyObject *v = dec_value(&d, 0);
+    if (gc_was_on)
+        PyGC_Enable();
     if (v != NULL && d.p != d.end) {
         Py_DECREF(v);
         return damaged(&d, "bytes after the value");
