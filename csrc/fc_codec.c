@@ -44,6 +44,7 @@ enum {
     T_TIME,
     T_TIMEDELTA,
     T_TZINFO,
+    T_DECIMAL,
     /* Tags from T_SMALL_INT up are the ints SMALL_INT_MIN .. SMALL_INT_MIN + 127
      * themselves: list(range(100)) is a byte an item. */
     T_SMALL_INT = 0x80,
@@ -55,7 +56,7 @@ enum { TZ_NONE, TZ_UTC, TZ_FIXED, TZ_ZONEINFO };
 
 /* What an encoding walk met and could not judge without Python code (a type
  * not looked up yet): fc_codec_encode looks it up and walks again. */
-enum { NEED_ZONEINFO = 1 };
+enum { NEED_ZONEINFO = 1, NEED_DECIMAL = 2 };
 
 #define CAPI(st) ((const PyDateTime_CAPI *)(st)->datetime_capi)
 
@@ -446,9 +447,35 @@ static int enc_datetime(enc *e, PyObject *v, PyTypeObject *tp)
     return enc_tz(e, PyDateTime_TIME_GET_TZINFO(v));
 }
 
-/* Types not among the builtins: datetime's, and tzinfos on their own. */
+/* An exact C decimal.Decimal: str(d), the text its pickle holds.  Its str
+ * runs no Python code; it may make the thread's decimal context (GC-tracked
+ * objects), so the collector is off. */
+static int enc_decimal(enc *e, PyObject *v)
+{
+    int gc_was_on = PyGC_Disable();
+    PyObject *s = PyObject_Str(v);
+    if (gc_was_on)
+        PyGC_Enable();
+    if (s == NULL)
+        return -1;
+    int rc = 0;
+    if (PyUnicode_IS_COMPACT_ASCII(s)) /* always */
+        rc = put_blob(e, T_DECIMAL, (const char *)PyUnicode_DATA(s),
+                      (size_t)PyUnicode_GET_LENGTH(s));
+    Py_DECREF(s);
+    return rc;
+}
+
+/* Types not among the builtins: decimal's, datetime's, and tzinfos on their
+ * own. */
 static int enc_other(enc *e, PyObject *v, PyTypeObject *tp)
 {
+    if ((PyObject *)tp == e->st->decimal_type)
+        return enc_decimal(e, v);
+    if (e->st->decimal_type == NULL && strcmp(tp->tp_name, "decimal.Decimal") == 0) {
+        e->need |= NEED_DECIMAL;
+        return 0;
+    }
     const PyDateTime_CAPI *capi = CAPI(e->st);
     if (capi != NULL) {
         if (tp == capi->DateTimeType || tp == capi->DateType || tp == capi->TimeType ||
@@ -555,6 +582,57 @@ static int resolve_zoneinfo(fc_codec_state *st)
     return 0;
 }
 
+/* Looks up decimal.Decimal (importing decimal, so never during a walk; its
+ * import is not cheap, and Django has not made it when this module loads).
+ * Only the C type is taken: its str and constructor run no Python code.
+ * Decoding constructs with a private context trapping every error, so a
+ * damaged text raises whatever the thread's context traps, and leaves that
+ * context's flags alone.  0, or -1 with an error set (not for a missing
+ * C decimal: that leaves Py_None). */
+static int resolve_decimal(fc_codec_state *st)
+{
+    if (st->decimal_type != NULL)
+        return 0;
+    PyObject *type = NULL, *ctx = NULL;
+    PyObject *mod = PyImport_ImportModule("decimal");
+    if (mod != NULL) {
+        type = PyObject_GetAttrString(mod, "Decimal");
+        if (type != NULL && PyType_Check(type) &&
+            strcmp(((PyTypeObject *)type)->tp_name, "decimal.Decimal") == 0) {
+            PyObject *kw =
+                Py_BuildValue("{s[NNN]}", "traps", PyObject_GetAttrString(mod, "InvalidOperation"),
+                              PyObject_GetAttrString(mod, "DivisionByZero"),
+                              PyObject_GetAttrString(mod, "Overflow"));
+            PyObject *ctx_type = kw != NULL ? PyObject_GetAttrString(mod, "Context") : NULL;
+            PyObject *noargs = ctx_type != NULL ? PyTuple_New(0) : NULL;
+            if (noargs != NULL)
+                ctx = PyObject_Call(ctx_type, noargs, kw);
+            Py_XDECREF(noargs);
+            Py_XDECREF(ctx_type);
+            Py_XDECREF(kw);
+        }
+        Py_DECREF(mod);
+    }
+    if (ctx == NULL) {
+        if (PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) {
+            Py_XDECREF(type);
+            return -1;
+        }
+        PyErr_Clear();
+        Py_XSETREF(type, Py_NewRef(Py_None));
+        ctx = Py_NewRef(Py_None);
+    }
+    if (st->decimal_type == NULL) { /* the import may have re-entered */
+        st->decimal_type = type;
+        st->decimal_context = ctx;
+    }
+    else {
+        Py_DECREF(type);
+        Py_DECREF(ctx);
+    }
+    return 0;
+}
+
 int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **out)
 {
     enc e;
@@ -584,6 +662,8 @@ int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **ou
         /* Each lookup fills its slot (or Py_None), so this walks at most
          * once more per kind of need. */
         if ((e.need & NEED_ZONEINFO) && resolve_zoneinfo(st) < 0)
+            return -1;
+        if ((e.need & NEED_DECIMAL) && resolve_decimal(st) < 0)
             return -1;
     }
 }
@@ -971,6 +1051,82 @@ static PyObject *dec_datetime(dec *d, int tag)
     return r;
 }
 
+/* Whether n bytes are a text str(Decimal) makes: [-] then Infinity, NaN or
+ * sNaN and payload digits, or digits [. digits] [E|e +|- digits].  The
+ * constructor takes more (spaces, "_", "+", "inf"): damage must not pass. */
+static int decimal_text_ok(const unsigned char *p, size_t n)
+{
+    const unsigned char *end = p + n;
+#define DIGITS(q)                                   \
+    while ((q) < end && *(q) >= '0' && *(q) <= '9') \
+    (q)++
+    if (p < end && *p == '-')
+        p++;
+    if ((size_t)(end - p) == 8 && memcmp(p, "Infinity", 8) == 0)
+        return 1;
+    if (end - p >= 3 && memcmp(p, "NaN", 3) == 0)
+        p += 3;
+    else if (end - p >= 4 && memcmp(p, "sNaN", 4) == 0)
+        p += 4;
+    else {
+        const unsigned char *q = p;
+        DIGITS(p);
+        if (p == q)
+            return 0;
+        if (p < end && *p == '.') {
+            q = ++p;
+            DIGITS(p);
+            if (p == q)
+                return 0;
+        }
+        if (p < end && (*p == 'E' || *p == 'e')) {
+            p++;
+            if (p == end || (*p != '+' && *p != '-'))
+                return 0;
+            q = ++p;
+            DIGITS(p);
+            if (p == q)
+                return 0;
+        }
+        return p == end;
+    }
+    DIGITS(p);
+    return p == end;
+#undef DIGITS
+}
+
+/* Decimal(text, context): what unpickling does, with the codec's context
+ * (for valid text, the context changes nothing: construction is exact). */
+static PyObject *dec_decimal(dec *d)
+{
+    Py_ssize_t n;
+    if (get_count(d, 1, &n) < 0)
+        return NULL;
+    if (!decimal_text_ok(d->p, (size_t)n))
+        return damaged(d, "bad Decimal text");
+    if (resolve_decimal(d->st) < 0)
+        return NULL;
+    if (d->st->decimal_type == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "fastcache: cached value holds a decimal.Decimal, and "
+                                          "this interpreter has no C decimal");
+        return NULL;
+    }
+    PyObject *text = PyUnicode_New(n, 127);
+    if (text == NULL)
+        return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(text), d->p, (size_t)n);
+    PyObject *r =
+        PyObject_CallFunctionObjArgs(d->st->decimal_type, text, d->st->decimal_context, NULL);
+    Py_DECREF(text);
+    if (r == NULL && PyErr_ExceptionMatches(PyExc_ArithmeticError)) {
+        /* an exponent beyond what a Decimal holds */
+        PyErr_Clear();
+        return damaged(d, "Decimal out of range");
+    }
+    d->p += n;
+    return r;
+}
+
 static PyObject *dec_value(dec *d, int depth)
 {
     if (d->p >= d->end)
@@ -1026,6 +1182,7 @@ static PyObject *dec_value(dec *d, int depth)
     case T_TIME:
     case T_TIMEDELTA:
     case T_TZINFO: return dec_datetime(d, tag);
+    case T_DECIMAL: return dec_decimal(d);
     default: d->p--; return damaged(d, "unknown tag");
     }
 }
@@ -1077,6 +1234,8 @@ int fc_codec_state_traverse(fc_codec_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->zoneinfo_type);
     Py_VISIT(st->zoneinfo_no_cache);
+    Py_VISIT(st->decimal_type);
+    Py_VISIT(st->decimal_context);
     return 0;
 }
 
@@ -1088,4 +1247,6 @@ void fc_codec_state_clear(fc_codec_state *st)
         Py_CLEAR(st->small_int[i]);
     Py_CLEAR(st->zoneinfo_type);
     Py_CLEAR(st->zoneinfo_no_cache);
+    Py_CLEAR(st->decimal_type);
+    Py_CLEAR(st->decimal_context);
 }

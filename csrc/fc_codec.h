@@ -54,6 +54,9 @@
  *   TIME    hour minute second:u8 us:u24le fold:u8 tz
  *   TIMEDELTA days:zigzag varint, seconds:varint, us:varint
  *   TZINFO  tz (not TZ_NONE): a tzinfo on its own
+ *   DECIMAL n:varint, n bytes: str() of an exact C decimal.Decimal (what its
+ *           pickle holds), checked against str's grammar, decoded by
+ *           Decimal(text) (exact; an out-of-range exponent is damage)
  *   tz      := TZ_NONE | TZ_UTC | TZ_FIXED delta named:u8 [n:varint n bytes UTF-8]
  *            | TZ_ZONEINFO from_cache:u8 n:varint n bytes UTF-8 (the key)
  *   Fields are decoded through the datetime C API's constructors, which
@@ -97,6 +100,8 @@ typedef struct {
     const void *datetime_capi; /* PyDateTime_CAPI *, or NULL */
     PyObject *zoneinfo_type;   /* zoneinfo.ZoneInfo (the C one) */
     PyObject *zoneinfo_no_cache;
+    PyObject *decimal_type;    /* decimal.Decimal (the C one) */
+    PyObject *decimal_context; /* a private decimal.Context trapping errors */
 } fc_codec_state;
 
 /* At module exec: fetches the datetime C API.  0, or -1 with an error set

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import _pydecimal
 import collections
 import datetime as dt
 import decimal
@@ -71,6 +72,8 @@ def same(a: Any, b: Any) -> bool:
         return repr(a) == repr(b) and (a is UTC) == (b is UTC)
     if isinstance(a, float):
         return struct.pack("<d", a) == struct.pack("<d", b)
+    if isinstance(a, decimal.Decimal):  # == is numeric (and raises for sNaN)
+        return str(a) == str(b)
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, (set, frozenset)):
@@ -99,11 +102,12 @@ def canon(v: Any) -> str:
 
 
 def has_nan(v: Any) -> bool:
-    """Whether v holds an item hashed by its id (a NaN float, a ZoneInfo)."""
+    """Whether v holds an item hashed by its id (a NaN float or Decimal, a
+    ZoneInfo)."""
     if isinstance(v, zoneinfo.ZoneInfo):
         return True
-    if isinstance(v, float):
-        return math.isnan(v)
+    if isinstance(v, (float, decimal.Decimal)):
+        return v.is_nan() if isinstance(v, decimal.Decimal) else math.isnan(v)
     if isinstance(v, (tuple, frozenset, set)):
         return any(has_nan(x) for x in v)
     return False
@@ -157,7 +161,7 @@ def codec_takes(
         return -INT64 <= v < INT64
     if t is str:
         return utf8(v)
-    if t in (dt.date, dt.timedelta):
+    if t in (dt.date, dt.timedelta, decimal.Decimal):
         return True
     if t in (dt.datetime, dt.time):
         return (protocol >= 4 or not v.fold) and tz_takes(v.tzinfo)
@@ -224,9 +228,32 @@ def datetimes(draw: Any) -> Any:
     """datetime values (a named strategy keeps hypothesis's reprs short)."""
     return draw(_datetimes)
 
+
+D = decimal.Decimal
+# sNaN is unhashable (no set item or dict key): only in `values`.
+_decimals = (
+    st.decimals(allow_nan=False)
+    | st.decimals(places=2, allow_nan=False)
+    | st.builds(D.scaleb, st.integers(-(10**30), 10**30).map(D), st.integers(-40, 40))
+    | st.sampled_from(
+        [D("NaN"), D("-NaN"), D("NaN123"), D("Infinity"), D("-Infinity"), D("-0"),
+         D("0E-7"), D("-0.000"), D("1E+999999999999999999"),
+         D("1E-1999999999999999997"), D("1." + "7" * 300),
+         D("12345678901234567890.123456789E-20"), D("1E+2")]
+    )
+)
+signaling = st.sampled_from([D("sNaN"), D("-sNaN"), D("sNaN42")])
+
+
+@st.composite
+def decimals(draw: Any) -> Any:
+    """Decimal values (named, as datetimes())."""
+    return draw(_decimals)
+
+
 atoms = (
     st.none() | st.booleans() | ints | floats | texts | st.binary(max_size=40)
-    | datetimes()
+    | datetimes() | decimals()
 )
 hashables = st.recursive(
     atoms,
@@ -234,7 +261,7 @@ hashables = st.recursive(
     max_leaves=8,
 )
 values = st.recursive(
-    atoms,
+    atoms | signaling,
     lambda inner: (
         st.lists(inner, max_size=6)
         | st.lists(inner, max_size=4).map(tuple)
@@ -296,6 +323,69 @@ def test_floats_are_bit_exact() -> None:
     assert [struct.pack("<d", x) for x in r] == [
         struct.pack("<d", x) for x in (nan, -0.0, 5e-324)
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1.5", "-0", "0E-7", "-0.000", "NaN", "-NaN", "NaN123", "sNaN", "-sNaN42",
+     "Infinity", "-Infinity", "1E+999999999999999999", "1E-1999999999999999997",
+     "1." + "7" * 5000,
+     "12345678901234567890.123456789E-20", "1E+2", "100", "2.50"],
+)
+def test_decimal_round_trip_is_pickles(text: str) -> None:
+    v = decimal.Decimal(text)
+    payload = fc._codec_encode([v])
+    assert payload is not None
+    (got,) = fc._codec_decode(payload)
+    want = roundtrip(v)
+    assert type(got) is decimal.Decimal and str(got) == str(want) == str(v)
+    assert got.as_tuple() == want.as_tuple()
+
+
+def test_decimal_ignores_the_thread_context_as_pickle_does() -> None:
+    v = [decimal.Decimal("1.23456789E+20"), decimal.Decimal("-1.5")]
+    with decimal.localcontext() as ctx:
+        ctx.capitals = 0  # str() then writes "e": still the same Decimal
+        ctx.prec = 3  # construction from text is exact
+        ctx.traps[decimal.InvalidOperation] = False
+        ctx.clear_flags()
+        payload = fc._codec_encode(v)
+        assert payload is not None and b"e+20" in payload
+        got = fc._codec_decode(payload)
+        assert [str(x) for x in got] == [str(x) for x in roundtrip(v)]
+        # a damaged text raises though InvalidOperation is not trapped, and
+        # leaves the context's flags alone
+        with pytest.raises(ValueError, match="Decimal out of range"):
+            fc._codec_decode(b"\x01\x13\x171E+99999999999999999999")
+        assert not any(ctx.flags.values())
+
+
+def test_pure_python_decimal_is_declined() -> None:
+    # _pydecimal.Decimal (tp_name "Decimal") runs Python code in str():
+    # declined, and pickled (here pickle refuses it: it is not decimal.Decimal).
+    assert fc._codec_encode([_pydecimal.Decimal("1.5")]) is None
+
+
+def test_decimal_is_looked_up_lazily() -> None:
+    code = (
+        "import sys\n"
+        "from django_fastcache import _fastcache as fc\n"
+        "assert 'decimal' not in sys.modules, 'imported at module import'\n"
+        "assert fc._codec_decode(fc._codec_encode([1])) == [1]\n"
+        "assert 'decimal' not in sys.modules\n"
+        "import decimal\n"
+        "v = decimal.Decimal('-0')\n"
+        "assert str(fc._codec_decode(fc._codec_encode(v))) == '-0'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=child_pythonpath()),
+        cwd=tempfile.gettempdir(),
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_nesting_to_32_is_taken_deeper_is_not() -> None:
@@ -377,6 +467,10 @@ class ListSub(list):
     pass
 
 
+class DecimalSub(decimal.Decimal):
+    pass
+
+
 class DictSub(dict):
     pass
 
@@ -410,7 +504,7 @@ def _cycle() -> list:
         lambda: {"k": StrSub("v")},
         lambda: collections.OrderedDict(a=1),
         lambda: [collections.defaultdict(list)],
-        lambda: [decimal.Decimal("1.5")],
+        lambda: [DecimalSub("1.5")],
         lambda: [DateTimeSub(2020, 1, 1)],
         lambda: [dt.datetime(2020, 1, 1, tzinfo=FixedTZ())],
         lambda: [dt.time(tzinfo=dt.timezone(dt.timedelta(hours=1), StrSub("X")))],
@@ -534,6 +628,16 @@ def test_foreign_version_is_a_clear_error() -> None:
         (b"\x01\x12\x02\x02\x00\x00\x00", "offset must be a timedelta strictly"),
         (b"\x01\x12\x02\x00\x00\x00\x01\x05ab", "length beyond the end"),
         (b"\x01\x12\x03\x02\x00", "bad ZoneInfo cache flag"),
+        # DECIMAL 0x13
+        (b"\x01\x13\x03abc", "bad Decimal text"),
+        (b"\x01\x13\x02 1", "bad Decimal text"),
+        (b"\x01\x13\x03inf", "bad Decimal text"),
+        (b"\x01\x13\x041E+1\x00", "bytes after the value"),
+        (b"\x01\x13\x031E5", "bad Decimal text"),
+        (b"\x01\x13\x021.", "bad Decimal text"),
+        (b"\x01\x13\x00", "bad Decimal text"),
+        (b"\x01\x13\x09", "length beyond the end"),
+        (b"\x01\x13\x171E+99999999999999999999", "Decimal out of range"),
     ],
 )
 def test_damaged_payloads_raise_value_error(payload: bytes, what: str) -> None:
@@ -549,6 +653,7 @@ def test_unhashable_key_in_a_damaged_payload_is_a_type_error() -> None:
 
 FUZZ = """
 import datetime as dt, random, sys, zoneinfo
+from decimal import Decimal as D
 from django_fastcache import _fastcache as fc
 rng = random.Random(int(sys.argv[1]))
 seeds = [
@@ -561,6 +666,7 @@ seeds = [
      dt.date(2000, 2, 29), dt.timedelta(-3, 4, 5),
      dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc),
      zoneinfo.ZoneInfo.no_cache("UTC")],
+    [D("-1.50"), D("sNaN12"), D("-Infinity"), D("1E+999999999999999999"), D("-0E-7")],
 ]
 payloads = [fc._codec_encode(v) for v in seeds]
 assert all(p is not None for p in payloads)

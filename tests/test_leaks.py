@@ -74,6 +74,9 @@ def workload(c, n):
             dt.date(2020, 2, 29), dt.timedelta(-1, 2, 3),
             dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
             zoneinfo.ZoneInfo.no_cache("UTC")]
+    from decimal import Decimal as D
+    money = {"price": D("19.99"), "nan": D("-sNaN7"), "big": D("1." + "3" * 200),
+             "exp": D("-1E-1999999999999999997"), "inf": D("Infinity")}
     for i in range(n):
         k = i % 500
         c.set(k, lst)
@@ -92,6 +95,8 @@ def workload(c, n):
         c.get(("n", k))
         c.set(("w", k), when)
         c.get(("w", k))
+        c.set(("d", k), money)
+        c.get(("d", k))
         c.set(("s", k), shared)
         c.get(("s", k))
         try:
@@ -102,6 +107,11 @@ def workload(c, n):
         try:
             # a damaged datetime payload: month 13
             _fastcache._codec_decode(b"\\x01\\x0f\\xe4\\x07\\x0d\\x01")
+        except ValueError:
+            pass
+        try:
+            # a damaged Decimal: an exponent no Decimal holds
+            _fastcache._codec_decode(b"\\x01\\x13\\x171E+99999999999999999999")
         except ValueError:
             pass
         c.set_many({"a%d" % k: i, "b%d" % k: lst}, 50)
