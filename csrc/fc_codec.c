@@ -21,6 +21,14 @@
 #include "fc_codec.h"
 
 #include <datetime.h>
+/* PyMemberDef before 3.12; its T_ names that clash with the tags below go. */
+#include <structmember.h>
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
+#undef T_NONE
+#undef T_INT
+#undef T_FLOAT
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +53,7 @@ enum {
     T_TIMEDELTA,
     T_TZINFO,
     T_DECIMAL,
+    T_UUID,
     /* Tags from T_SMALL_INT up are the ints SMALL_INT_MIN .. SMALL_INT_MIN + 127
      * themselves: list(range(100)) is a byte an item. */
     T_SMALL_INT = 0x80,
@@ -56,7 +65,7 @@ enum { TZ_NONE, TZ_UTC, TZ_FIXED, TZ_ZONEINFO };
 
 /* What an encoding walk met and could not judge without Python code (a type
  * not looked up yet): fc_codec_encode looks it up and walks again. */
-enum { NEED_ZONEINFO = 1, NEED_DECIMAL = 2 };
+enum { NEED_ZONEINFO = 1, NEED_DECIMAL = 2, NEED_UUID = 4 };
 
 #define CAPI(st) ((const PyDateTime_CAPI *)(st)->datetime_capi)
 
@@ -466,10 +475,61 @@ static int enc_decimal(enc *e, PyObject *v)
     return rc;
 }
 
-/* Types not among the builtins: decimal's, datetime's, and tzinfos on their
- * own. */
+/* An exact uuid.UUID whose class is as the codec last checked it (its
+ * version tag unchanged): the int and is_safe slots, read directly (no
+ * Python code), as its __getstate__ gives them.  Anything pickle would not
+ * give back as such (an int not in 0 .. 2**128 - 1, an is_safe that is not
+ * a SafeUUID, an unset slot) is declined. */
+static int enc_uuid(enc *e, PyObject *v, PyTypeObject *tp)
+{
+    fc_codec_state *st = e->st;
+    if (tp->tp_version_tag != st->uuid_tag) {
+        e->need |= NEED_UUID; /* modified since: check it again */
+        return 0;
+    }
+    if (!st->uuid_fast)
+        return 0;
+    PyObject *i = *(PyObject **)((char *)v + st->uuid_int_off);
+    PyObject *safe = *(PyObject **)((char *)v + st->uuid_safe_off);
+    if (i == NULL || safe == NULL || !PyLong_CheckExact(i))
+        return 0;
+    unsigned k = 0;
+    while (k < 3 && st->uuid_safe[k] != safe)
+        k++;
+    if (k == 3)
+        return 0;
+    unsigned char b[16];
+#if PY_VERSION_HEX >= 0x030D0000
+    int r = _PyLong_AsByteArray((PyLongObject *)i, b, 16, 1, 0, 1);
+#else
+    int r = _PyLong_AsByteArray((PyLongObject *)i, b, 16, 1, 0);
+#endif
+    if (r < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear(); /* negative, or 2**128 and up */
+        return 0;
+    }
+    if (reserve(e, 18) < 0)
+        return -1;
+    put_u8(e, T_UUID);
+    memcpy(e->p + e->len, b, 16);
+    e->len += 16;
+    put_u8(e, k);
+    return 1;
+}
+
+/* Types not among the builtins: decimal's, uuid's, datetime's, and tzinfos
+ * on their own. */
 static int enc_other(enc *e, PyObject *v, PyTypeObject *tp)
 {
+    if ((PyObject *)tp == e->st->uuid_type)
+        return enc_uuid(e, v, tp);
+    if (e->st->uuid_type == NULL && (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) &&
+        strcmp(tp->tp_name, "UUID") == 0) {
+        e->need |= NEED_UUID;
+        return 0;
+    }
     if ((PyObject *)tp == e->st->decimal_type)
         return enc_decimal(e, v);
     if (e->st->decimal_type == NULL && strcmp(tp->tp_name, "decimal.Decimal") == 0) {
@@ -633,6 +693,116 @@ static int resolve_decimal(fc_codec_state *st)
     return 0;
 }
 
+/* Whether uuid.UUID still pickles as the codec writes and reads it: object
+ * its only base and its __new__, __reduce__ and __reduce_ex__, its own
+ * __getstate__ and __setstate__ the ones first seen, int and is_safe slot
+ * members.  Records the slots' offsets and the version tag this holds for
+ * (0: it cannot be watched, so never fast).  0, or -1 with an error set. */
+static int check_uuid(fc_codec_state *st)
+{
+    PyTypeObject *tp = (PyTypeObject *)st->uuid_type;
+    PyObject *dict = tp->tp_dict;
+    st->uuid_fast = 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    (void)PyUnstable_Type_AssignVersionTag(tp);
+#else
+    PyObject *name = PyUnicode_InternFromString("__setstate__");
+    if (name == NULL)
+        return -1;
+    (void)_PyType_Lookup(tp, name); /* assigns a version tag */
+    Py_DECREF(name);
+#endif
+    st->uuid_tag = tp->tp_version_tag;
+    if (st->uuid_tag == 0 || tp->tp_base != &PyBaseObject_Type ||
+        tp->tp_new != PyBaseObject_Type.tp_new || dict == NULL)
+        return 0;
+    static const char *const not_own[] = {"__new__", "__reduce__", "__reduce_ex__",
+                                          "__getnewargs__", "__getnewargs_ex__"};
+    for (size_t j = 0; j < sizeof not_own / sizeof *not_own; j++)
+        if (PyDict_GetItemString(dict, not_own[j]) != NULL)
+            return 0;
+    PyObject *get = PyDict_GetItemString(dict, "__getstate__");
+    PyObject *set = PyDict_GetItemString(dict, "__setstate__");
+    if (get == NULL || set == NULL || get != st->uuid_getstate || set != st->uuid_setstate)
+        return 0;
+    Py_ssize_t off[2];
+    static const char *const slots[] = {"int", "is_safe"};
+    for (size_t j = 0; j < 2; j++) {
+        PyObject *m = PyDict_GetItemString(dict, slots[j]);
+        if (m == NULL || !Py_IS_TYPE(m, &PyMemberDescr_Type) || PyDescr_TYPE(m) != tp)
+            return 0;
+        PyMemberDef *def = ((PyMemberDescrObject *)m)->d_member;
+        if (def->type != Py_T_OBJECT_EX || def->offset < (Py_ssize_t)sizeof(PyObject) ||
+            def->offset > tp->tp_basicsize - (Py_ssize_t)sizeof(PyObject *))
+            return 0;
+        off[j] = def->offset;
+    }
+    st->uuid_int_off = off[0];
+    st->uuid_safe_off = off[1];
+    st->uuid_fast = 1;
+    return 0;
+}
+
+/* Looks up uuid.UUID and SafeUUID's members (importing uuid: never during a
+ * walk), then checks the class.  Called again when the class's version tag
+ * changed (it was modified): checks it again.  0, or -1 with an error set
+ * (not for a missing uuid: that leaves Py_None). */
+static int resolve_uuid(fc_codec_state *st)
+{
+    if (st->uuid_type == Py_None)
+        return 0;
+    if (st->uuid_type == NULL) {
+        PyObject *type = NULL, *safe[3] = {NULL, NULL, NULL};
+        PyObject *mod = PyImport_ImportModule("uuid");
+        PyObject *su = NULL;
+        if (mod != NULL) {
+            type = PyObject_GetAttrString(mod, "UUID");
+            su = PyObject_GetAttrString(mod, "SafeUUID");
+            Py_DECREF(mod);
+        }
+        static const char *const names[3] = {"unknown", "safe", "unsafe"};
+        for (int j = 0; su != NULL && j < 3; j++)
+            if ((safe[j] = PyObject_GetAttrString(su, names[j])) == NULL)
+                break;
+        Py_XDECREF(su);
+        int ok = type != NULL && PyType_Check(type) && safe[2] != NULL &&
+                 (((PyTypeObject *)type)->tp_flags & Py_TPFLAGS_HEAPTYPE);
+        PyObject *get = NULL, *set = NULL;
+        if (ok) {
+            PyObject *dict = ((PyTypeObject *)type)->tp_dict;
+            get = PyDict_GetItemString(dict, "__getstate__");
+            set = PyDict_GetItemString(dict, "__setstate__");
+        }
+        if (!ok || get == NULL || set == NULL) {
+            for (int j = 0; j < 3; j++)
+                Py_XDECREF(safe[j]);
+            if (PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) {
+                Py_XDECREF(type);
+                return -1;
+            }
+            PyErr_Clear();
+            Py_XSETREF(type, Py_NewRef(Py_None));
+            if (st->uuid_type == NULL)
+                st->uuid_type = type;
+            else
+                Py_DECREF(type);
+            return 0;
+        }
+        if (st->uuid_type != NULL) { /* the import re-entered */
+            Py_DECREF(type);
+            for (int j = 0; j < 3; j++)
+                Py_DECREF(safe[j]);
+            return 0;
+        }
+        st->uuid_type = type;
+        st->uuid_getstate = Py_NewRef(get);
+        st->uuid_setstate = Py_NewRef(set);
+        for (int j = 0; j < 3; j++)
+            st->uuid_safe[j] = safe[j];
+    }
+    return check_uuid(st);
+}
+
 int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **out)
 {
     enc e;
@@ -664,6 +834,8 @@ int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **ou
         if ((e.need & NEED_ZONEINFO) && resolve_zoneinfo(st) < 0)
             return -1;
         if ((e.need & NEED_DECIMAL) && resolve_decimal(st) < 0)
+            return -1;
+        if ((e.need & NEED_UUID) && resolve_uuid(st) < 0)
             return -1;
     }
 }
@@ -1127,6 +1299,61 @@ static PyObject *dec_decimal(dec *d)
     return r;
 }
 
+/* A UUID as unpickling makes it: object.__new__(UUID), then the slots set
+ * as UUID.__setstate__ sets them (directly, while the class is unchanged;
+ * otherwise by calling its __setstate__ as pickle would). */
+static PyObject *dec_uuid(dec *d)
+{
+    if (d->end - d->p < 17)
+        return damaged(d, "truncated UUID");
+    if (d->p[16] > 2)
+        return damaged(d, "bad UUID is_safe");
+    fc_codec_state *st = d->st;
+    if (st->uuid_type == NULL ||
+        (st->uuid_type != Py_None &&
+         ((PyTypeObject *)st->uuid_type)->tp_version_tag != st->uuid_tag)) {
+        if (resolve_uuid(st) < 0)
+            return NULL;
+    }
+    if (st->uuid_type == Py_None) {
+        PyErr_SetString(PyExc_ValueError,
+                        "fastcache: cached value holds a uuid.UUID, and uuid is not importable");
+        return NULL;
+    }
+    PyObject *i = _PyLong_FromByteArray(d->p, 16, 1, 0);
+    if (i == NULL)
+        return NULL;
+    PyObject *safe = st->uuid_safe[d->p[16]];
+    d->p += 17;
+    PyTypeObject *tp = (PyTypeObject *)st->uuid_type;
+    if (st->uuid_fast) {
+        PyObject *u = tp->tp_alloc(tp, 0);
+        if (u == NULL) {
+            Py_DECREF(i);
+            return NULL;
+        }
+        *(PyObject **)((char *)u + st->uuid_int_off) = i;
+        *(PyObject **)((char *)u + st->uuid_safe_off) = Py_NewRef(safe);
+        return u;
+    }
+    /* {'int': i} and, unless unknown, 'is_safe': safe.value */
+    PyObject *u = NULL, *state = PyDict_New();
+    PyObject *value = safe == st->uuid_safe[0] ? NULL : PyObject_GetAttrString(safe, "value");
+    if (state != NULL && PyDict_SetItemString(state, "int", i) == 0 &&
+        (safe == st->uuid_safe[0] ||
+         (value != NULL && PyDict_SetItemString(state, "is_safe", value) == 0))) {
+        u = PyObject_CallMethod((PyObject *)tp, "__new__", "O", (PyObject *)tp);
+        PyObject *r = u != NULL ? PyObject_CallMethod(u, "__setstate__", "O", state) : NULL;
+        if (r == NULL)
+            Py_CLEAR(u);
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(value);
+    Py_XDECREF(state);
+    Py_DECREF(i);
+    return u;
+}
+
 static PyObject *dec_value(dec *d, int depth)
 {
     if (d->p >= d->end)
@@ -1183,6 +1410,7 @@ static PyObject *dec_value(dec *d, int depth)
     case T_TIMEDELTA:
     case T_TZINFO: return dec_datetime(d, tag);
     case T_DECIMAL: return dec_decimal(d);
+    case T_UUID: return dec_uuid(d);
     default: d->p--; return damaged(d, "unknown tag");
     }
 }
@@ -1236,6 +1464,11 @@ int fc_codec_state_traverse(fc_codec_state *st, visitproc visit, void *arg)
     Py_VISIT(st->zoneinfo_no_cache);
     Py_VISIT(st->decimal_type);
     Py_VISIT(st->decimal_context);
+    Py_VISIT(st->uuid_type);
+    Py_VISIT(st->uuid_getstate);
+    Py_VISIT(st->uuid_setstate);
+    for (size_t i = 0; i < 3; i++)
+        Py_VISIT(st->uuid_safe[i]);
     return 0;
 }
 
@@ -1249,4 +1482,10 @@ void fc_codec_state_clear(fc_codec_state *st)
     Py_CLEAR(st->zoneinfo_no_cache);
     Py_CLEAR(st->decimal_type);
     Py_CLEAR(st->decimal_context);
+    Py_CLEAR(st->uuid_type);
+    Py_CLEAR(st->uuid_getstate);
+    Py_CLEAR(st->uuid_setstate);
+    for (size_t i = 0; i < 3; i++)
+        Py_CLEAR(st->uuid_safe[i]);
+    st->uuid_fast = 0;
 }

@@ -57,6 +57,8 @@
  *   DECIMAL n:varint, n bytes: str() of an exact C decimal.Decimal (what its
  *           pickle holds), checked against str's grammar, decoded by
  *           Decimal(text) (exact; an out-of-range exponent is damage)
+ *   UUID    int:16 bytes little-endian, is_safe:u8 (0 unknown, 1 safe,
+ *           2 unsafe): an exact uuid.UUID, rebuilt as unpickling does
  *   tz      := TZ_NONE | TZ_UTC | TZ_FIXED delta named:u8 [n:varint n bytes UTF-8]
  *            | TZ_ZONEINFO from_cache:u8 n:varint n bytes UTF-8 (the key)
  *   Fields are decoded through the datetime C API's constructors, which
@@ -100,8 +102,14 @@ typedef struct {
     const void *datetime_capi; /* PyDateTime_CAPI *, or NULL */
     PyObject *zoneinfo_type;   /* zoneinfo.ZoneInfo (the C one) */
     PyObject *zoneinfo_no_cache;
-    PyObject *decimal_type;    /* decimal.Decimal (the C one) */
-    PyObject *decimal_context; /* a private decimal.Context trapping errors */
+    PyObject *decimal_type;                  /* decimal.Decimal (the C one) */
+    PyObject *decimal_context;               /* a private decimal.Context trapping errors */
+    PyObject *uuid_type;                     /* uuid.UUID */
+    PyObject *uuid_safe[3];                  /* SafeUUID.unknown, .safe, .unsafe */
+    PyObject *uuid_getstate, *uuid_setstate; /* UUID's own, as first seen */
+    Py_ssize_t uuid_int_off, uuid_safe_off;  /* its slots */
+    unsigned int uuid_tag;                   /* its version tag when last checked */
+    int uuid_fast; /* it pickles as the codec expects (slots read directly) */
 } fc_codec_state;
 
 /* At module exec: fetches the datetime C API.  0, or -1 with an error set

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import uuid
 import zoneinfo
 from collections.abc import Iterator
 from typing import Any
@@ -74,6 +75,8 @@ def same(a: Any, b: Any) -> bool:
         return struct.pack("<d", a) == struct.pack("<d", b)
     if isinstance(a, decimal.Decimal):  # == is numeric (and raises for sNaN)
         return str(a) == str(b)
+    if isinstance(a, uuid.UUID):  # == compares int only
+        return a == b and type(a.int) is type(b.int) and a.is_safe is b.is_safe
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, (set, frozenset)):
@@ -163,6 +166,9 @@ def codec_takes(
         return utf8(v)
     if t in (dt.date, dt.timedelta, decimal.Decimal):
         return True
+    if t is uuid.UUID:
+        i, safe = getattr(v, "int", None), getattr(v, "is_safe", None)
+        return type(i) is int and 0 <= i < 2**128 and type(safe) is uuid.SafeUUID
     if t in (dt.datetime, dt.time):
         return (protocol >= 4 or not v.fold) and tz_takes(v.tzinfo)
     if t in (dt.timezone, zoneinfo.ZoneInfo):
@@ -245,6 +251,19 @@ _decimals = (
 signaling = st.sampled_from([D("sNaN"), D("-sNaN"), D("sNaN42")])
 
 
+_uuids = st.builds(
+    uuid.UUID,
+    int=st.integers(0, 2**128 - 1) | st.sampled_from([0, 2**128 - 1]),
+    is_safe=st.sampled_from(list(uuid.SafeUUID)),
+) | st.uuids()
+
+
+@st.composite
+def uuids(draw: Any) -> Any:
+    """UUID values (named, as datetimes())."""
+    return draw(_uuids)
+
+
 @st.composite
 def decimals(draw: Any) -> Any:
     """Decimal values (named, as datetimes())."""
@@ -253,7 +272,7 @@ def decimals(draw: Any) -> Any:
 
 atoms = (
     st.none() | st.booleans() | ints | floats | texts | st.binary(max_size=40)
-    | datetimes() | decimals()
+    | datetimes() | decimals() | uuids()
 )
 hashables = st.recursive(
     atoms,
@@ -358,6 +377,75 @@ def test_decimal_ignores_the_thread_context_as_pickle_does() -> None:
         with pytest.raises(ValueError, match="Decimal out of range"):
             fc._codec_decode(b"\x01\x13\x171E+99999999999999999999")
         assert not any(ctx.flags.values())
+
+
+@pytest.mark.parametrize("safe", list(uuid.SafeUUID))
+@pytest.mark.parametrize("i", [0, 1, 2**64, 2**128 - 1, uuid.uuid4().int])
+def test_uuid_round_trip_is_pickles(i: int, safe: uuid.SafeUUID) -> None:
+    v = uuid.UUID(int=i, is_safe=safe)
+    payload = fc._codec_encode(v)
+    assert payload is not None and len(payload) == 19
+    got, want = fc._codec_decode(payload), roundtrip(v)
+    assert type(got) is uuid.UUID and got == want and got.is_safe is want.is_safe
+    assert type(got.int) is int and hash(got) == hash(v) and str(got) == str(v)
+    with pytest.raises(TypeError, match="immutable"):
+        got.int = 5
+
+
+def _uuid_with(**slots: Any) -> uuid.UUID:
+    v = uuid.UUID(int=1)
+    for name, value in slots.items():
+        object.__setattr__(v, name, value)
+    return v
+
+
+@pytest.mark.parametrize(
+    "v",
+    [
+        _uuid_with(int=2**128),
+        _uuid_with(int=-1),
+        _uuid_with(int=True),
+        _uuid_with(is_safe=0),
+        _uuid_with(is_safe=None),
+        object.__new__(uuid.UUID),  # no slots set: pickle raises too
+    ],
+    ids=["2**128", "negative", "bool", "is_safe 0", "is_safe None", "unset"],
+)
+def test_uuid_with_odd_slots_is_declined(v: uuid.UUID) -> None:
+    assert fc._codec_encode([v]) is None
+
+
+def test_uuid_class_modified_is_checked_again(monkeypatch) -> None:
+    v = uuid.UUID(int=7, is_safe=uuid.SafeUUID.safe)
+    payload = fc._codec_encode(v)
+    assert payload is not None
+    calls = []
+    original = uuid.UUID.__setstate__
+
+    def setstate(self: uuid.UUID, state: dict) -> None:
+        calls.append(state)
+        original(self, state)
+
+    with monkeypatch.context() as m:
+        m.setattr(uuid.UUID, "__getstate__", lambda self: {"int": 8})
+        assert fc._codec_encode(v) is None  # pickled: the patch is honoured
+        assert pickle.loads(pickle.dumps(v)).int == 8
+    assert fc._codec_encode(v) == payload  # unpatched: fast again
+    with monkeypatch.context() as m:
+        m.setattr(uuid.UUID, "__setstate__", setstate)
+        got = fc._codec_decode(payload)  # decoded as pickle would: its __setstate__
+        assert calls == [{"int": 7, "is_safe": 0}]
+        assert got == v and got.is_safe is uuid.SafeUUID.safe
+    got = fc._codec_decode(payload)
+    assert len(calls) == 1 and got == v and got.is_safe is uuid.SafeUUID.safe
+    # an unrelated class attribute changes the version tag: checked, still fast
+    with monkeypatch.context() as m:
+        m.setattr(uuid.UUID, "unrelated", 1, raising=False)
+        assert fc._codec_encode(v) == payload
+
+
+class UUIDSub(uuid.UUID):
+    pass
 
 
 def test_pure_python_decimal_is_declined() -> None:
@@ -505,6 +593,7 @@ def _cycle() -> list:
         lambda: collections.OrderedDict(a=1),
         lambda: [collections.defaultdict(list)],
         lambda: [DecimalSub("1.5")],
+        lambda: [UUIDSub(int=1)],
         lambda: [DateTimeSub(2020, 1, 1)],
         lambda: [dt.datetime(2020, 1, 1, tzinfo=FixedTZ())],
         lambda: [dt.time(tzinfo=dt.timezone(dt.timedelta(hours=1), StrSub("X")))],
@@ -638,6 +727,10 @@ def test_foreign_version_is_a_clear_error() -> None:
         (b"\x01\x13\x00", "bad Decimal text"),
         (b"\x01\x13\x09", "length beyond the end"),
         (b"\x01\x13\x171E+99999999999999999999", "Decimal out of range"),
+        # UUID 0x14
+        (b"\x01\x14" + b"\x00" * 16, "truncated UUID"),
+        (b"\x01\x14" + b"\x00" * 16 + b"\x03", "bad UUID is_safe"),
+        (b"\x01\x14" + b"\x00" * 17 + b"\x00", "bytes after the value"),
     ],
 )
 def test_damaged_payloads_raise_value_error(payload: bytes, what: str) -> None:
@@ -652,7 +745,7 @@ def test_unhashable_key_in_a_damaged_payload_is_a_type_error() -> None:
 
 
 FUZZ = """
-import datetime as dt, random, sys, zoneinfo
+import datetime as dt, random, sys, uuid, zoneinfo
 from decimal import Decimal as D
 from django_fastcache import _fastcache as fc
 rng = random.Random(int(sys.argv[1]))
@@ -667,6 +760,8 @@ seeds = [
      dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc),
      zoneinfo.ZoneInfo.no_cache("UTC")],
     [D("-1.50"), D("sNaN12"), D("-Infinity"), D("1E+999999999999999999"), D("-0E-7")],
+    {uuid.UUID(int=2**128 - 1, is_safe=uuid.SafeUUID.unsafe): uuid.uuid4(),
+     "u": [uuid.UUID(int=0, is_safe=uuid.SafeUUID.safe)]},
 ]
 payloads = [fc._codec_encode(v) for v in seeds]
 assert all(p is not None for p in payloads)

@@ -75,8 +75,12 @@ def workload(c, n):
             dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
             zoneinfo.ZoneInfo.no_cache("UTC")]
     from decimal import Decimal as D
+    import uuid
     money = {"price": D("19.99"), "nan": D("-sNaN7"), "big": D("1." + "3" * 200),
-             "exp": D("-1E-1999999999999999997"), "inf": D("Infinity")}
+             "exp": D("-1E-1999999999999999997"), "inf": D("Infinity"),
+             "ids": [uuid.uuid4(),
+                     uuid.UUID(int=2**128 - 1, is_safe=uuid.SafeUUID.safe),
+                     uuid.UUID(int=0, is_safe=uuid.SafeUUID.unsafe)]}
     for i in range(n):
         k = i % 500
         c.set(k, lst)
@@ -112,6 +116,11 @@ def workload(c, n):
         try:
             # a damaged Decimal: an exponent no Decimal holds
             _fastcache._codec_decode(b"\\x01\\x13\\x171E+99999999999999999999")
+        except ValueError:
+            pass
+        try:
+            # a damaged UUID: is_safe 3
+            _fastcache._codec_decode(b"\\x01\\x14" + bytes(16) + b"\\x03")
         except ValueError:
             pass
         c.set_many({"a%d" % k: i, "b%d" % k: lst}, 50)
