@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import decimal
 import gc
 import importlib
 import itertools
@@ -32,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import repeat
@@ -239,6 +241,15 @@ STR_VALUE = "hello, this is a cached fragment of text"
 INT_VALUE = 123456
 DICT_VALUE = {f"field_{i}": f"value number {i}" for i in range(10)}
 LIST_VALUE = list(range(100))
+# A row an API view caches: UUID id, aware datetime, Decimal price.
+ROW_VALUE = {
+    "id": uuid.UUID("6f1c2a4e-8b3d-4c5e-9f70-1a2b3c4d5e6f"),
+    "created": datetime.datetime(2024, 5, 17, 9, 30, 12, 345678,
+                                 tzinfo=datetime.timezone.utc),
+    "price": decimal.Decimal("1299.99"),
+    "name": "Ergonomic keyboard, walnut",
+    "tags": ["office", "hardware", "bestseller"],
+}
 KEY = "bench:key"
 MISSING = "bench:missing"
 BATCH = [f"bench:many:{i}" for i in range(20)]
@@ -624,6 +635,10 @@ CASES: list[Case] = [
                 "get of a present key holding an int"),
     simple_case("get_dict", "get hit 10-key dict", 6.0, w_get(DICT_VALUE),
                 "get of a 10-key str->str dict (decoding dominates)"),
+    simple_case("get_row", "get hit dict with datetime/Decimal/UUID fields", None,
+                w_get(ROW_VALUE),
+                "get of an API-row dict: id UUID, created datetime (UTC), price "
+                "Decimal, name str, tags list of 3 strs"),
     simple_case("get_list", "get hit 100-element list", 6.0, w_get(LIST_VALUE),
                 "get of list(range(100))"),
     simple_case("get_miss", "get miss", 5.0, w_get_miss,
