@@ -659,10 +659,15 @@ static int resolve_decimal(fc_codec_state *st)
         type = PyObject_GetAttrString(mod, "Decimal");
         if (type != NULL && PyType_Check(type) &&
             strcmp(((PyTypeObject *)type)->tp_name, "decimal.Decimal") == 0) {
-            PyObject *kw =
-                Py_BuildValue("{s[NNN]}", "traps", PyObject_GetAttrString(mod, "InvalidOperation"),
-                              PyObject_GetAttrString(mod, "DivisionByZero"),
-                              PyObject_GetAttrString(mod, "Overflow"));
+            PyObject *invalid = PyObject_GetAttrString(mod, "InvalidOperation");
+            PyObject *by_zero = PyObject_GetAttrString(mod, "DivisionByZero");
+            PyObject *overflow = PyObject_GetAttrString(mod, "Overflow");
+            PyObject *kw = invalid && by_zero && overflow
+                               ? Py_BuildValue("{s[OOO]}", "traps", invalid, by_zero, overflow)
+                               : NULL;
+            Py_XDECREF(invalid);
+            Py_XDECREF(by_zero);
+            Py_XDECREF(overflow);
             PyObject *ctx_type = kw != NULL ? PyObject_GetAttrString(mod, "Context") : NULL;
             PyObject *noargs = ctx_type != NULL ? PyTuple_New(0) : NULL;
             if (noargs != NULL)
