@@ -14,7 +14,10 @@ from setuptools import Extension, setup
 debug = os.environ.get("FASTCACHE_DEBUG") == "1"
 sanitize = os.environ.get("FASTCACHE_SANITIZE") == "1"
 
-cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
+# The C files share functions with each other (fc_binding.h); only PyInit
+# (PyMODINIT_FUNC) is exported from the shared object.
+cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers",
+          "-fvisibility=hidden"]
 ldflags = []
 macros = [("_GNU_SOURCE", "1")]
 if debug or sanitize:
@@ -33,8 +36,10 @@ setup(
         Extension(
             "django_fastcache._fastcache",
             sources=["csrc/fc_table.c", "csrc/fc_shm.c", "csrc/fc_codec.c",
-                     "csrc/fc_module.c"],
-            depends=["csrc/fc_table.h", "csrc/fc_shm.h", "csrc/fc_codec.h"],
+                     "csrc/fc_store.c", "csrc/fc_keys.c", "csrc/fc_values.c",
+                     "csrc/fc_expiry.c", "csrc/fc_handle.c", "csrc/fc_module.c"],
+            depends=["csrc/fc_table.h", "csrc/fc_shm.h", "csrc/fc_codec.h",
+                     "csrc/fc_binding.h"],
             include_dirs=["csrc"],
             define_macros=macros,
             extra_compile_args=cflags,

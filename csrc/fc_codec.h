@@ -5,7 +5,8 @@
  * What it owns
  * ------------
  * The FC_VT_CODEC payload format (below) and the two directions over it.
- * Together with fc_module.c it is the only code that includes Python.h.
+ * Together with the binding's files (fc_binding.h) it is the only code that
+ * includes Python.h.
  *
  *   fc_codec_encode  a value -> a new bytes object, or "not mine" (0, no
  *                    error) for anything it cannot reproduce exactly: a

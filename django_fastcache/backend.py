@@ -71,7 +71,7 @@ def _store_for(name: str) -> _fastcache.Store:
 # could deadlock (two processes forking, each holding one of two segments'
 # locks; a fork inside `with cache._lock:`).  The child settles who holds
 # each lock on its first use of the store (_fork_reinit, done here at once
-# for the registered ones; see store_after_fork in fc_module.c).  The
+# for the registered ones; see store_after_fork in fc_store.c).  The
 # registry lock is held across fork, so that no registry change or segment
 # creation is half done (holders never wait for a table lock).
 def _before_fork() -> None:
