@@ -298,6 +298,7 @@ static void mem_init(fc_mem *mem, void *base)
     mem->max_block = (size_t)((h->arena_end - h->arena_start) / 5 * 4);
     mem->lo = h->arena_start;
     mem->hi = h->arena_end;
+    mem->damaged = 0;
     mem->ctx = NULL;
 }
 
