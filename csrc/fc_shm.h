@@ -30,7 +30,7 @@
  *   - free merges the block at once with free neighbours on either side, so
  *     two free blocks are never adjacent and freeing everything leaves one
  *     block spanning the arena (what reset also makes).  free reads the size
- *     from the header; the size argument is only checked in FC_DEBUG builds.
+ *     from the header, and checks it against the size argument.
  *   - Free blocks are on doubly linked lists (offsets; 0 ends a list) of
  *     FC_SHM_CLASSES size classes: exact 16-byte steps below 1 KiB, then
  *     eight classes per power of two; a bitmap marks the non-empty ones.
@@ -52,6 +52,18 @@
  * (the table's `dirty` flag), the next locker drops every entry and calls
  * reset, which rebuilds the lists from nothing.  fc_shm_heap_check walks
  * the arena and the lists and verifies all of the above.
+ *
+ * Damage (fc_table.h): the bounds every check uses are this process's copy
+ * of the arena (fc_mem lo and hi, from the header as checked at opening).
+ * alloc and free check every free-list link (a block inside the arena,
+ * whose neighbours on its list point back at it), every block header they
+ * read (in use or free as expected, a size that stays in the arena) and
+ * footer, before writing; on damage they mark the memory damaged and return
+ * (alloc: 0), and the table repairs it with reset.  The layout is a
+ * function of the segment's size (for one FC_SHM_LAYOUT): opening refuses
+ * a segment whose magic, layout version, structure sizes or size are not
+ * right, and puts back any other layout field that differs from what the
+ * size gives (marking the table for repair).
  *
  * Creation is serialised with flock() on the file; the creator fills the
  * header and sets `ready` last, so a creator that died half way is noticed
