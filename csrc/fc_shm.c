@@ -485,24 +485,87 @@ static int check_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t 
     return 0;
 }
 
+/* Whose the open file is: a regular file of this user, mode 0600, with
+ * this one name.  Checked before anything waits for the file (a file that
+ * another user planted at the path is refused at once, never waited for),
+ * and again once it is locked.  0: it may be used; 1: it has no name any
+ * more (removed meanwhile: open it again); -1: refused (message in err). */
+static int check_owner(int fd, const char *path, struct stat *st, char *err, size_t errlen)
+{
+    if (fstat(fd, st) != 0)
+        return fail(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+    if (!S_ISREG(st->st_mode) || st->st_uid != geteuid() || (st->st_mode & 077) != 0)
+        return fail(err, errlen, "%s is not a regular file of this user with mode 0600", path);
+    if (st->st_nlink == 0)
+        return 1;
+    if (st->st_nlink != 1)
+        return fail(err, errlen,
+                    "%s has %ju hard links: refused, since a segment has one name and another "
+                    "may be a file of this user linked there to be overwritten; delete this "
+                    "name (django_fastcache.remove_segment(LOCATION) does)",
+                    path, (uintmax_t)st->st_nlink);
+    return 0;
+}
+
+/* Creating and checking a segment is serialised with flock(); a holder
+ * keeps it for milliseconds.  Never waits without end: after
+ * FC_SHM_LOCK_WAIT_MS (fc_shm.h) it fails, naming the file. */
+static int lock_file(int fd, const char *path, char *err, size_t errlen)
+{
+    struct timespec start, now, nap = {0, 1000000}; /* 1 ms, doubling to 64 ms */
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            return 0;
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return fail(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t ms =
+            (int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (ms >= FC_SHM_LOCK_WAIT_MS)
+            return fail(err, errlen,
+                        "%s stayed locked (flock) by another process for %d s, while creating "
+                        "or opening a segment takes milliseconds: a stuck process or another "
+                        "program holds it; end it, or delete the file "
+                        "(django_fastcache.remove_segment(LOCATION) does)",
+                        path, FC_SHM_LOCK_WAIT_MS / 1000);
+        nanosleep(&nap, NULL);
+        if (nap.tv_nsec < 64000000)
+            nap.tv_nsec *= 2;
+    }
+}
+
+/* Opens path and locks it, once its owner is checked; -1 on refusal. */
+static int open_locked(const char *path, struct stat *st, char *err, size_t errlen)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+            return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        int rc = check_owner(fd, path, st, err, errlen);
+        if (rc == 0)
+            rc = lock_file(fd, path, err, errlen);
+        if (rc == 0)
+            rc = check_owner(fd, path, st, err, errlen); /* and its size now */
+        if (rc == 0)
+            return fd;
+        close(fd);
+        if (rc < 0)
+            return -1;
+    }
+    return fail(err, errlen, "%s was removed while being opened, three times over", path);
+}
+
 int fc_shm_open(fc_shm *s, fc_mem *mem, fc_table *t, const char *path, uint64_t max_bytes,
                 char *err, size_t errlen)
 {
     s->base = NULL;
     s->fd = -1;
     s->created = 0;
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
-    if (flock(fd, LOCK_EX) != 0 || fstat(fd, &st) != 0) {
-        fail(err, errlen, "cannot lock %s: %s", path, strerror(errno));
-        goto error;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-        fail(err, errlen, "%s is not a regular file of this user with mode 0600", path);
-        goto error;
-    }
+    int fd = open_locked(path, &st, err, errlen);
+    if (fd < 0)
+        return -1;
     int fresh = st.st_size == 0;
     if (fresh) {
         if (max_bytes < FC_SHM_MIN_BYTES) {

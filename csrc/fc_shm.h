@@ -67,7 +67,11 @@
  *
  * Creation is serialised with flock() on the file; the creator fills the
  * header and sets `ready` last, so a creator that died half way is noticed
- * and the segment is initialised again by the next opener.
+ * and the segment is initialised again by the next opener.  Before any lock
+ * is taken, the open file must be a regular file of this user with mode
+ * 0600 and one link (a file someone else planted at the path is refused,
+ * never waited for); the flock is then tried without blocking, for at most
+ * FC_SHM_LOCK_WAIT_MS, after which opening fails naming the file.
  */
 #ifndef FC_SHM_H
 #define FC_SHM_H
@@ -78,6 +82,7 @@
 #define FC_SHM_CLASSES 496 /* 64 exact, then 8 per power of two up to 2^64 */
 #define FC_SHM_MAPWORDS ((FC_SHM_CLASSES + 63) / 64)
 #define FC_SHM_MIN_BYTES (1u << 20)
+#define FC_SHM_LOCK_WAIT_MS 10000 /* the longest opening waits for another's flock */
 
 typedef struct fc_shm_header {
     char magic[8];

@@ -1,4 +1,4 @@
-"""SharedMemoryCache segments that are damaged.
+"""SharedMemoryCache segments that are damaged, or that others hold or link.
 
 A segment is a file any process of its user can write.  Damage to it (one
 bad word: a bit flip, a stray write) must never kill the processes that map
@@ -9,11 +9,15 @@ naming the file and saying how to remove it, a segment whose identity
 (magic, layout version, size) is damaged.  Values are not checksummed: a
 damaged value's bytes give another value, or the error decoding them.
 
+Opening never waits without end for another process's lock on the file,
+and refuses a file with a second hard link, before taking any lock.
+
 Every scenario that could crash or hang runs in a child interpreter with a
 deadline, so a crash fails the test as a signal exit status rather than
 killing pytest, and a hang fails it at the deadline.  This file is also that
-child: ``python test_segment_damage.py fuzz|read|scenario JSON``.
+child: ``python test_segment_damage.py fuzz|read|scenario|hold JSON``.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,6 +28,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -397,11 +402,22 @@ def read(cfg: dict) -> int:
     return 0
 
 
+def hold(cfg: dict) -> int:
+    """Holds an exclusive flock on the file until stdin closes."""
+    import fcntl
+
+    fd = os.open(cfg["path"], os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("held", flush=True)
+    sys.stdin.read()
+    return 0
+
+
 def main(argv: list[str]) -> int:
     setup_django()
     cfg = json.loads(argv[2])
     signal.alarm(cfg.get("watchdog", 600))
-    modes = {"fuzz": fuzz, "read": read, "scenario": scenario}
+    modes = {"fuzz": fuzz, "read": read, "hold": hold, "scenario": scenario}
     return modes[argv[1]](cfg)
 
 
@@ -567,3 +583,136 @@ def test_random_damage_never_kills_a_process(shm, seed):
     counts = res["counts"]
     assert counts["trials"] == trials
     assert counts.get("trials with a repair", 0) >= trials // 10, counts
+
+
+# --------------------------------------------------------------------------
+# Opening: who owns the file, and how long to wait for it (item 11)
+
+
+def test_a_segment_with_a_second_hard_link_is_refused(shm):
+    filled("ln", 5)
+    forget("ln")
+    path = segment_path("ln")
+    other = shm / "elsewhere"
+    os.link(path, other)
+    before = other.read_bytes()
+    with pytest.raises(ImproperlyConfigured) as info:
+        open_cache("ln")
+    assert path in str(info.value) and "2 hard links" in str(info.value)
+    assert other.read_bytes() == before
+    os.unlink(other)
+    assert open_cache("ln").get("k1") == 1
+
+
+def test_a_file_planted_with_a_second_link_to_a_file_of_ours_is_untouched(shm):
+    """The attack the link check stops: a name for another file of this user
+    (mode 0600, not a segment) put at the segment's path."""
+    precious = shm / "precious"
+    precious.write_bytes(b"\0" * MiB)  # all zeros: would look unfinished
+    os.chmod(precious, 0o600)
+    os.link(precious, segment_path("plant"))
+    with pytest.raises(ImproperlyConfigured, match="hard links"):
+        open_cache("plant")
+    assert precious.read_bytes() == b"\0" * MiB
+
+
+def start_holder(path: str):
+    env = dict(os.environ, PYTHONPATH=child_pythonpath())
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "hold", json.dumps({"path": path})],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def stop_holder(proc) -> None:
+    proc.stdin.close()
+    proc.wait(timeout=30)
+    proc.stdout.close()
+
+
+def open_in_child_code(location: str) -> str:
+    """A child that opens the segment and prints [outcome, seconds taken]."""
+    return (
+        "import json, time\n"
+        "import django\n"
+        "from django.conf import settings\n"
+        "settings.configure(SECRET_KEY='x')\n"
+        "django.setup()\n"
+        "from django.core.exceptions import ImproperlyConfigured\n"
+        "from django_fastcache import SharedMemoryCache\n"
+        "t0 = time.monotonic()\n"
+        "try:\n"
+        f"    SharedMemoryCache({location!r}, {{'OPTIONS': {{'MAX_BYTES': {MiB}}}}})\n"
+        "    res = 'opened'\n"
+        "except ImproperlyConfigured as exc:\n"
+        "    res = str(exc)\n"
+        "print(json.dumps([res, time.monotonic() - t0]))\n"
+    )
+
+
+def open_in_child(location: str, timeout: float) -> tuple[str, float]:
+    env = dict(os.environ, PYTHONPATH=child_pythonpath())
+    proc = subprocess.Popen(
+        [sys.executable, "-P", "-c", open_in_child_code(location)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"opening a segment another process holds hung (> {timeout} s)")
+    assert proc.returncode == 0, err[-3000:]
+    res, took = json.loads(out.splitlines()[-1])
+    return res, took
+
+
+def test_a_segment_locked_by_another_process_fails_in_bounded_time(shm):
+    filled("held", 5)
+    forget("held")
+    path = segment_path("held")
+    holder = start_holder(path)
+    try:
+        res, took = open_in_child("held", timeout=60)
+    finally:
+        stop_holder(holder)
+    assert path in res and "stayed locked" in res and "remove_segment" in res, res
+    assert 9 <= took < 30, took
+    assert open_cache("held").get("k1") == 1  # free again: opens at once
+
+
+def test_a_lock_released_while_waiting_is_taken(shm):
+    filled("brief", 5)
+    forget("brief")
+    holder = start_holder(segment_path("brief"))
+    env = dict(os.environ, PYTHONPATH=child_pythonpath())
+    proc = subprocess.Popen(
+        [sys.executable, "-P", "-c", open_in_child_code("brief")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        start_new_session=True,
+    )
+    time.sleep(1.5)
+    stop_holder(holder)
+    out, err = proc.communicate(timeout=60)
+    assert json.loads(out.splitlines()[-1])[0] == "opened", err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
+def test_a_foreign_segment_held_locked_is_refused_at_once(shm):
+    """Another user's file at the path, held under flock by its owner: refused
+    for its owner before any lock is waited for (the site used to hang)."""
+    filled("foreign", 5)
+    forget("foreign")
+    path = segment_path("foreign")
+    os.chown(path, 65534, 65534)
+    holder = start_holder(path)
+    try:
+        res, took = open_in_child("foreign", timeout=60)
+    finally:
+        stop_holder(holder)
+    assert path in res and "of this user" in res, res
+    assert took < 5, took
