@@ -120,6 +120,7 @@ void fc_mem_heap_init(fc_mem *mem)
     mem->reset = NULL;
     mem->max_block = SIZE_MAX;
     mem->lo = mem->hi = 0;
+    mem->damaged = 0;
     mem->ctx = NULL;
 }
 
