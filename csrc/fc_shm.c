@@ -33,18 +33,6 @@ static inline fc_shm_header *HDR(const fc_mem *mem) { return (fc_shm_header *)me
 #define FIT_SCAN 16       /* list nodes examined for a best fit in the own class */
 #define FIT_SCAN_MAX 1024 /* ... and for any fit when no larger class has one */
 
-#ifdef FC_DEBUG
-#define SHM_ASSERT(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: allocator assertion failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-#else
-#define SHM_ASSERT(cond) ((void)0)
-#endif
-
 /* The 8-byte word at offset off (block offsets are 8 mod 16; base is
  * page-aligned, so every word is naturally aligned). */
 static inline uint64_t *W(const fc_mem *mem, fc_off off) { return (uint64_t *)FC_PTR(mem, off); }
@@ -53,9 +41,38 @@ static inline uint64_t bsize(const fc_mem *mem, fc_off b) { return *W(mem, b) & 
 static inline fc_off *NEXT(const fc_mem *mem, fc_off b) { return (fc_off *)FC_PTR(mem, b + 8); }
 static inline fc_off *PREV(const fc_mem *mem, fc_off b) { return (fc_off *)FC_PTR(mem, b + 16); }
 
-/* First block header and the end sentinel's header of the arena. */
-static inline fc_off first_block(const fc_shm_header *h) { return h->arena_start + 8; }
-static inline fc_off epilogue(const fc_shm_header *h) { return h->arena_end - 8; }
+/* First block header and the end sentinel's header of the arena, from this
+ * process's copy of the layout (mem_init), never read again from the
+ * segment. */
+static inline fc_off first_block(const fc_mem *mem) { return mem->lo + 8; }
+static inline fc_off epilogue(const fc_mem *mem) { return mem->hi - 8; }
+
+/* Damage checks (fc_table.h): the allocator follows free-list links and
+ * block sizes only after these.  A block starts 8 mod 16 inside the arena,
+ * before the sentinel; its size is a multiple of 16, at least MIN_BLOCK,
+ * and ends at the sentinel at the latest. */
+static inline int blk_ok(const fc_mem *mem, fc_off b)
+{
+    return b - first_block(mem) < epilogue(mem) - first_block(mem) && (b & 15) == 8;
+}
+
+static inline int size_ok(const fc_mem *mem, fc_off b, uint64_t size)
+{
+    return size >= MIN_BLOCK && (size & 15) == 0 && size <= epilogue(mem) - b;
+}
+
+/* A block a free list names: free, and whole. */
+static inline int free_ok(const fc_mem *mem, fc_off b)
+{
+    return blk_ok(mem, b) && !(*W(mem, b) & INUSE) && size_ok(mem, b, bsize(mem, b));
+}
+
+/* Marks the memory damaged (the table repairs it: fc_table.h); returns 0. */
+static int damaged(fc_mem *mem)
+{
+    mem->damaged = 1;
+    return 0;
+}
 
 /* Free-list class of a block size (a multiple of 16, at least MIN_BLOCK):
  * exact 16-byte classes below 1 KiB, then eight per power of two. */
@@ -80,6 +97,10 @@ static void list_insert(fc_mem *mem, fc_off b, uint64_t size)
     fc_shm_header *h = HDR(mem);
     unsigned c = size_class(size);
     fc_off head = h->free_heads[c];
+    if (head && !blk_ok(mem, head)) {
+        damaged(mem); /* b stays on no list until the repair */
+        return;
+    }
     *NEXT(mem, b) = head;
     *PREV(mem, b) = 0;
     if (head)
@@ -88,21 +109,26 @@ static void list_insert(fc_mem *mem, fc_off b, uint64_t size)
     h->free_map[c >> 6] |= (uint64_t)1 << (c & 63);
 }
 
-static void list_unlink(fc_mem *mem, fc_off b)
+/* 1 when b (a free block, free_ok) was taken off its list; 0 (damage, and
+ * nothing written) when its neighbours on the list do not point back at it. */
+static int list_unlink(fc_mem *mem, fc_off b)
 {
     fc_shm_header *h = HDR(mem);
     fc_off next = *NEXT(mem, b), prev = *PREV(mem, b);
+    unsigned c = size_class(bsize(mem, b));
+    if ((next && (!blk_ok(mem, next) || *PREV(mem, next) != b)) ||
+        (prev ? !blk_ok(mem, prev) || *NEXT(mem, prev) != b : h->free_heads[c] != b))
+        return damaged(mem);
     if (next)
         *PREV(mem, next) = prev;
     if (prev)
         *NEXT(mem, prev) = next;
     else {
-        unsigned c = size_class(bsize(mem, b));
-        SHM_ASSERT(h->free_heads[c] == b);
         h->free_heads[c] = next;
         if (!next)
             h->free_map[c >> 6] &= ~((uint64_t)1 << (c & 63));
     }
+    return 1;
 }
 
 /* The lowest non-empty class >= c, or -1. */
@@ -134,6 +160,8 @@ static fc_off shm_alloc(fc_mem *mem, size_t n)
     uint64_t size = UINT64_MAX;
     int k = 0;
     for (fc_off x = h->free_heads[c]; x && k < FIT_SCAN; x = *NEXT(mem, x), k++) {
+        if (!free_ok(mem, x))
+            return damaged(mem);
         uint64_t s = bsize(mem, x);
         if (s >= need && s < size) {
             b = x;
@@ -147,6 +175,8 @@ static fc_off shm_alloc(fc_mem *mem, size_t n)
         int c2 = next_class(h, c + 1);
         if (c2 >= 0) {
             b = h->free_heads[c2];
+            if (!free_ok(mem, b))
+                return damaged(mem);
             size = bsize(mem, b);
         }
         else {
@@ -154,6 +184,8 @@ static fc_off shm_alloc(fc_mem *mem, size_t n)
              * for it), the rest of the own class, first fit, up to a bound. */
             fc_off x = h->free_heads[c];
             for (k = 0; x && k < FIT_SCAN_MAX; x = *NEXT(mem, x), k++) {
+                if (!free_ok(mem, x))
+                    return damaged(mem);
                 if (bsize(mem, x) >= need) {
                     b = x;
                     size = bsize(mem, x);
@@ -164,8 +196,10 @@ static fc_off shm_alloc(fc_mem *mem, size_t n)
                 return 0;
         }
     }
-    SHM_ASSERT(size >= need && !(*W(mem, b) & INUSE));
-    list_unlink(mem, b);
+    if (size < need) /* a block of a larger class that is not */
+        return damaged(mem);
+    if (!list_unlink(mem, b))
+        return 0;
     uint64_t prev_bit = *W(mem, b) & PREV_INUSE;
     if (size - need >= MIN_BLOCK) {
         /* split: the rest stays free (the block after it already knows) */
@@ -182,28 +216,51 @@ static fc_off shm_alloc(fc_mem *mem, size_t n)
     return b + 8;
 }
 
+/* The block, its neighbours and their sizes are checked before anything
+ * is written; on damage it stops where it is, the memory marked damaged
+ * (the table's repair rebuilds the lists). */
 static void shm_free(fc_mem *mem, fc_off off, size_t n)
 {
     fc_off b = off - 8;
+    if (!blk_ok(mem, b)) {
+        damaged(mem);
+        return;
+    }
     uint64_t hd = *W(mem, b), size = hd & ~(uint64_t)FLAGS;
-    (void)n;
-    SHM_ASSERT(hd & INUSE);
-    /* freed with the size it was allocated for: the block is that size's,
-     * or (not split) less than MIN_BLOCK more */
-    SHM_ASSERT(n <= mem->max_block && size >= block_need(n) && size < block_need(n) + MIN_BLOCK);
-    /* merge with a free block after it (the end sentinel is always in use) */
+    /* in use, and freed with the size it was allocated for: the block is
+     * that size's, or (not split) less than MIN_BLOCK more */
+    if (!(hd & INUSE) || !size_ok(mem, b, size) || n > mem->max_block || size < block_need(n) ||
+        size >= block_need(n) + MIN_BLOCK) {
+        damaged(mem);
+        return;
+    }
+    /* a free block after it (the end sentinel is always in use) */
     fc_off nb = b + size;
     uint64_t nh = *W(mem, nb);
-    if (!(nh & INUSE)) {
-        list_unlink(mem, nb);
+    int merge_next = !(nh & INUSE);
+    if (merge_next && !free_ok(mem, nb)) {
+        damaged(mem);
+        return;
+    }
+    /* a free block before it, found through that block's footer */
+    uint64_t psize = 0;
+    if (!(hd & PREV_INUSE)) {
+        psize = *W(mem, b - 8);
+        if (psize < MIN_BLOCK || psize % 16 || psize > b - first_block(mem) ||
+            !free_ok(mem, b - psize) || bsize(mem, b - psize) != psize) {
+            damaged(mem);
+            return;
+        }
+    }
+    if (merge_next) {
+        if (!list_unlink(mem, nb))
+            return;
         size += nh & ~(uint64_t)FLAGS;
     }
-    /* and with a free block before it, found through that block's footer */
-    if (!(hd & PREV_INUSE)) {
-        uint64_t psize = *W(mem, b - 8);
+    if (psize) {
+        if (!list_unlink(mem, b - psize))
+            return;
         b -= psize;
-        SHM_ASSERT(bsize(mem, b) == psize && !(*W(mem, b) & INUSE));
-        list_unlink(mem, b);
         size += psize;
     }
     /* two free blocks are never neighbours, so the one before is in use */
@@ -218,7 +275,7 @@ static void shm_reset(fc_mem *mem)
     fc_shm_header *h = HDR(mem);
     memset(h->free_heads, 0, sizeof h->free_heads);
     memset(h->free_map, 0, sizeof h->free_map);
-    fc_off b = first_block(h), end = epilogue(h);
+    fc_off b = first_block(mem), end = epilogue(mem);
     uint64_t size = end - b;
     *W(mem, end) = 0 | INUSE; /* sentinel: size 0, in use, before it free */
     *W(mem, b) = size | PREV_INUSE;
@@ -230,7 +287,7 @@ int fc_shm_heap_check(const fc_mem *mem, fc_shm_heap_stats *st)
 {
     const fc_shm_header *h = HDR(mem);
     fc_shm_heap_stats s = {0};
-    fc_off b = first_block(h), end = epilogue(h);
+    fc_off b = first_block(mem), end = epilogue(mem);
     s.arena = end - b;
     int prev_inuse = 1;
     uint64_t nfree = 0;
@@ -266,7 +323,7 @@ int fc_shm_heap_check(const fc_mem *mem, fc_shm_heap_stats *st)
             return -6; /* class bitmap */
         fc_off prev = 0;
         for (fc_off x = h->free_heads[c]; x; x = *NEXT(mem, x)) {
-            if (x < first_block(h) || x >= end || (x & 15) != 8)
+            if (!blk_ok(mem, x))
                 return -7; /* a link points outside the arena */
             if ((*W(mem, x) & INUSE) || size_class(bsize(mem, x)) != c)
                 return -8; /* listed block is in use or in the wrong class */
@@ -298,6 +355,7 @@ static void mem_init(fc_mem *mem, void *base)
     mem->max_block = (size_t)((h->arena_end - h->arena_start) / 5 * 4);
     mem->lo = h->arena_start;
     mem->hi = h->arena_end;
+    mem->damaged = 0;
     mem->ctx = NULL;
 }
 
@@ -310,27 +368,51 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
+/* What a damaged segment's error says to do. */
+#define REMOVE_HINT                                                                         \
+    "; the segment is damaged: delete the file (django_fastcache.remove_segment(LOCATION) " \
+    "does) and the next process creates a fresh one"
+
+/* Where the parts of a segment go.  A function of the size alone (for one
+ * FC_SHM_LAYOUT), so that opening checks a segment's header against it. */
+typedef struct layout {
+    fc_off table, buckets, rings, arena_start, arena_end;
+    uint64_t nbuckets, nrings;
+} layout;
+
+/* 0, or -1 when size is too small for a segment. */
+static int plan_layout(uint64_t size, layout *l)
+{
+    uint64_t nb = 64;
+    while (nb * 1024 < size && nb < ((uint64_t)1 << 32))
+        nb <<= 1;
+    l->table = ALIGN_UP(sizeof(fc_shm_header), 64);
+    l->buckets = ALIGN_UP(l->table + sizeof(fc_header), 64);
+    l->nbuckets = nb;
+    /* One ring per process reading without the lock (fc_table.h), taking
+     * at most 1/32 of the segment: 1 for 1 MiB, 10 for 8 MiB, 64 (the
+     * most) from 50 MiB.  Processes beyond that take the lock to read. */
+    uint64_t nrings = size / (32 * fc_rings_size(1));
+    l->nrings = nrings < 1 ? 1 : nrings > 64 ? 64 : nrings;
+    l->rings = ALIGN_UP(l->buckets + nb * sizeof(fc_off), 64);
+    l->arena_start = ALIGN_UP(l->rings + fc_rings_size(l->nrings), 64);
+    l->arena_end = size & ~(uint64_t)63;
+    return l->arena_start + 4096 > l->arena_end ? -1 : 0;
+}
+
 static int init_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t errlen)
 {
     fc_shm_header *h = s->base;
     memset(h, 0, sizeof *h);
-    uint64_t nb = 64;
-    while (nb * 1024 < s->size && nb < ((uint64_t)1 << 32))
-        nb <<= 1;
-    h->size = s->size;
-    h->table = ALIGN_UP(sizeof(fc_shm_header), 64);
-    h->buckets = ALIGN_UP(h->table + sizeof(fc_header), 64);
-    h->nbuckets = nb;
-    /* One ring per process reading without the lock (fc_table.h), taking
-     * at most 1/32 of the segment: 1 for 1 MiB, 10 for 8 MiB, 64 (the
-     * most) from 50 MiB.  Processes beyond that take the lock to read. */
-    uint64_t nrings = s->size / (32 * fc_rings_size(1));
-    nrings = nrings < 1 ? 1 : nrings > 64 ? 64 : nrings;
-    fc_off rings = ALIGN_UP(h->buckets + nb * sizeof(fc_off), 64);
-    h->arena_start = ALIGN_UP(rings + fc_rings_size(nrings), 64);
-    h->arena_end = s->size & ~(uint64_t)63;
-    if (h->arena_start + 4096 > h->arena_end)
+    layout l;
+    if (plan_layout(s->size, &l) != 0)
         return fail(err, errlen, "segment of %zu bytes is too small", s->size);
+    h->size = s->size;
+    h->table = l.table;
+    h->buckets = l.buckets;
+    h->nbuckets = l.nbuckets;
+    h->arena_start = l.arena_start;
+    h->arena_end = l.arena_end;
     h->sizeof_shm_header = sizeof(fc_shm_header);
     h->sizeof_table_header = sizeof(fc_header);
     h->sizeof_entry = sizeof(fc_entry);
@@ -344,37 +426,134 @@ static int init_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t e
         seed[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
         seed[1] = (uint64_t)(uintptr_t)s->base ^ 0x9e3779b97f4a7c15ULL;
     }
-    if (fc_table_init_at(t, mem, h->table, h->buckets, nb, rings, nrings, seed[0], seed[1]) !=
-        FC_OK)
+    if (fc_table_init_at(t, mem, l.table, l.buckets, l.nbuckets, l.rings, l.nrings, seed[0],
+                         seed[1]) != FC_OK)
         return fail(err, errlen, "cannot initialise the segment's lock");
     __atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
+/* An existing segment.  Its identity (magic, layout version, structure
+ * sizes, size) must be right: else it is refused, as a foreign file, one
+ * of another build, or one whose size is not its own (truncated).  Every
+ * other field of the layout follows from the size: one that does not is
+ * damage, and is put right (and the table, whose other parts may be damaged
+ * too, repaired: fc_table_attach_at).  Then the table's starting points are
+ * checked (fc_table_validate). */
 static int check_segment(fc_shm *s, fc_mem *mem, fc_table *t, char *err, size_t errlen)
 {
     fc_shm_header *h = s->base;
     if (memcmp(h->magic, SHM_MAGIC, sizeof SHM_MAGIC) != 0)
-        return fail(err, errlen, "not a django-fastcache segment (bad magic)");
-    if (h->layout != FC_SHM_LAYOUT || h->sizeof_shm_header != sizeof(fc_shm_header) ||
+        return fail(err, errlen,
+                    "not a django-fastcache segment (bad magic); if it is one that is "
+                    "damaged, delete it (django_fastcache.remove_segment(LOCATION) does)");
+    if (h->layout != FC_SHM_LAYOUT)
+        return fail(err, errlen,
+                    "segment was created by an incompatible django-fastcache build "
+                    "(layout %u, this build uses %u); remove it to start afresh "
+                    "(django_fastcache.remove_segment(LOCATION) deletes it)",
+                    h->layout, FC_SHM_LAYOUT);
+    if (h->sizeof_shm_header != sizeof(fc_shm_header) ||
         h->sizeof_table_header != sizeof(fc_header) || h->sizeof_entry != sizeof(fc_entry) ||
         h->sizeof_mutex != sizeof(pthread_mutex_t))
         return fail(err, errlen,
-                    "segment was created by an incompatible django-fastcache build "
-                    "(layout %u, this build uses %u); remove it to start afresh",
-                    h->layout, FC_SHM_LAYOUT);
-    if (h->size != s->size || h->arena_end > s->size || h->table >= h->arena_start ||
-        h->arena_start % 64 || h->arena_end % 64 || h->arena_start + 4096 > h->arena_end)
-        return fail(err, errlen, "segment header does not match its size (%zu bytes)", s->size);
+                    "segment header's structure sizes are not this build's (an incompatible "
+                    "build for another platform, or damage); remove it to start afresh "
+                    "(django_fastcache.remove_segment(LOCATION) deletes it)");
+    layout l;
+    if (h->size != s->size || plan_layout(s->size, &l) != 0)
+        return fail(err, errlen, "segment header does not match its size (%zu bytes)" REMOVE_HINT,
+                    s->size);
+    int fixed = 0;
+    if (h->table != l.table || h->buckets != l.buckets || h->nbuckets != l.nbuckets ||
+        h->arena_start != l.arena_start || h->arena_end != l.arena_end) {
+        /* Nobody reads these after opening (each process keeps its own
+         * copy), and openers are serialised by the flock held here. */
+        h->table = l.table;
+        h->buckets = l.buckets;
+        h->nbuckets = l.nbuckets;
+        h->arena_start = l.arena_start;
+        h->arena_end = l.arena_end;
+        fixed = 1;
+    }
     mem_init(mem, s->base);
-    if (fc_table_attach(t, mem, h->table) != FC_OK)
-        return fail(err, errlen, "segment holds no valid table");
-    const fc_header *th = t->h;
-    if (th->buckets != h->buckets || th->nbuckets != h->nbuckets ||
-        th->rings < h->buckets + h->nbuckets * sizeof(fc_off) || th->nrings > 64 ||
-        th->rings + fc_rings_size(th->nrings) > h->arena_start)
-        return fail(err, errlen, "segment header does not match its table");
+    fc_table_attach_at(t, mem, l.table, l.buckets, l.nbuckets, l.rings, l.nrings);
+    if (fixed)
+        mem->damaged = 1;
+    if (fc_table_validate(t) != FC_OK)
+        return fail(err, errlen, "the segment's lock is unusable" REMOVE_HINT);
     return 0;
+}
+
+/* Whose the open file is: a regular file of this user, mode 0600, with
+ * this one name.  Checked before anything waits for the file (a file that
+ * another user planted at the path is refused at once, never waited for),
+ * and again once it is locked.  0: it may be used; 1: it has no name any
+ * more (removed meanwhile: open it again); -1: refused (message in err). */
+static int check_owner(int fd, const char *path, struct stat *st, char *err, size_t errlen)
+{
+    if (fstat(fd, st) != 0)
+        return fail(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+    if (!S_ISREG(st->st_mode) || st->st_uid != geteuid() || (st->st_mode & 077) != 0)
+        return fail(err, errlen, "%s is not a regular file of this user with mode 0600", path);
+    if (st->st_nlink == 0)
+        return 1;
+    if (st->st_nlink != 1)
+        return fail(err, errlen,
+                    "%s has %ju hard links: refused, since a segment has one name and another "
+                    "may be a file of this user linked there to be overwritten; delete this "
+                    "name (django_fastcache.remove_segment(LOCATION) does)",
+                    path, (uintmax_t)st->st_nlink);
+    return 0;
+}
+
+/* Creating and checking a segment is serialised with flock(); a holder
+ * keeps it for milliseconds.  Never waits without end: after
+ * FC_SHM_LOCK_WAIT_MS (fc_shm.h) it fails, naming the file. */
+static int lock_file(int fd, const char *path, char *err, size_t errlen)
+{
+    struct timespec start, now, nap = {0, 1000000}; /* 1 ms, doubling to 64 ms */
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            return 0;
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return fail(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t ms =
+            (int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (ms >= FC_SHM_LOCK_WAIT_MS)
+            return fail(err, errlen,
+                        "%s stayed locked (flock) by another process for %d s, while creating "
+                        "or opening a segment takes milliseconds: a stuck process or another "
+                        "program holds it; end it, or delete the file "
+                        "(django_fastcache.remove_segment(LOCATION) does)",
+                        path, FC_SHM_LOCK_WAIT_MS / 1000);
+        nanosleep(&nap, NULL);
+        if (nap.tv_nsec < 64000000)
+            nap.tv_nsec *= 2;
+    }
+}
+
+/* Opens path and locks it, once its owner is checked; -1 on refusal. */
+static int open_locked(const char *path, struct stat *st, char *err, size_t errlen)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+            return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        int rc = check_owner(fd, path, st, err, errlen);
+        if (rc == 0)
+            rc = lock_file(fd, path, err, errlen);
+        if (rc == 0)
+            rc = check_owner(fd, path, st, err, errlen); /* and its size now */
+        if (rc == 0)
+            return fd;
+        close(fd);
+        if (rc < 0)
+            return -1;
+    }
+    return fail(err, errlen, "%s was removed while being opened, three times over", path);
 }
 
 int fc_shm_open(fc_shm *s, fc_mem *mem, fc_table *t, const char *path, uint64_t max_bytes,
@@ -383,18 +562,10 @@ int fc_shm_open(fc_shm *s, fc_mem *mem, fc_table *t, const char *path, uint64_t 
     s->base = NULL;
     s->fd = -1;
     s->created = 0;
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
-    if (flock(fd, LOCK_EX) != 0 || fstat(fd, &st) != 0) {
-        fail(err, errlen, "cannot lock %s: %s", path, strerror(errno));
-        goto error;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-        fail(err, errlen, "%s is not a regular file of this user with mode 0600", path);
-        goto error;
-    }
+    int fd = open_locked(path, &st, err, errlen);
+    if (fd < 0)
+        return -1;
     int fresh = st.st_size == 0;
     if (fresh) {
         if (max_bytes < FC_SHM_MIN_BYTES) {

@@ -30,7 +30,7 @@
  *   - free merges the block at once with free neighbours on either side, so
  *     two free blocks are never adjacent and freeing everything leaves one
  *     block spanning the arena (what reset also makes).  free reads the size
- *     from the header; the size argument is only checked in FC_DEBUG builds.
+ *     from the header, and checks it against the size argument.
  *   - Free blocks are on doubly linked lists (offsets; 0 ends a list) of
  *     FC_SHM_CLASSES size classes: exact 16-byte steps below 1 KiB, then
  *     eight classes per power of two; a bitmap marks the non-empty ones.
@@ -53,9 +53,25 @@
  * reset, which rebuilds the lists from nothing.  fc_shm_heap_check walks
  * the arena and the lists and verifies all of the above.
  *
+ * Damage (fc_table.h): the bounds every check uses are this process's copy
+ * of the arena (fc_mem lo and hi, from the header as checked at opening).
+ * alloc and free check every free-list link (a block inside the arena,
+ * whose neighbours on its list point back at it), every block header they
+ * read (in use or free as expected, a size that stays in the arena) and
+ * footer, before writing; on damage they mark the memory damaged and return
+ * (alloc: 0), and the table repairs it with reset.  The layout is a
+ * function of the segment's size (for one FC_SHM_LAYOUT): opening refuses
+ * a segment whose magic, layout version, structure sizes or size are not
+ * right, and puts back any other layout field that differs from what the
+ * size gives (marking the table for repair).
+ *
  * Creation is serialised with flock() on the file; the creator fills the
  * header and sets `ready` last, so a creator that died half way is noticed
- * and the segment is initialised again by the next opener.
+ * and the segment is initialised again by the next opener.  Before any lock
+ * is taken, the open file must be a regular file of this user with mode
+ * 0600 and one link (a file someone else planted at the path is refused,
+ * never waited for); the flock is then tried without blocking, for at most
+ * FC_SHM_LOCK_WAIT_MS, after which opening fails naming the file.
  */
 #ifndef FC_SHM_H
 #define FC_SHM_H
@@ -66,6 +82,7 @@
 #define FC_SHM_CLASSES 496 /* 64 exact, then 8 per power of two up to 2^64 */
 #define FC_SHM_MAPWORDS ((FC_SHM_CLASSES + 63) / 64)
 #define FC_SHM_MIN_BYTES (1u << 20)
+#define FC_SHM_LOCK_WAIT_MS 10000 /* the longest opening waits for another's flock */
 
 typedef struct fc_shm_header {
     char magic[8];

@@ -117,6 +117,24 @@ static inline int store_mine(StoreObject *s)
     return s->forks == fc_forks ? 0 : store_after_fork(s);
 }
 
+/* Damage a shared table found in its segment and repaired (fc_table.h:
+ * every entry dropped) is reported by the process that repaired it, as a
+ * RuntimeWarning from opening the segment or from its next call (a get
+ * that would read without the lock takes it instead, to say so): never
+ * under the lock, since a warning runs Python code.  -1 when the warning
+ * was turned into an exception. */
+static int report_repairs(StoreObject *s)
+{
+    unsigned long long n = (unsigned long long)fc_table_take_repairs(&s->table);
+    return PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                            "django-fastcache: the shared cache segment %s was found damaged "
+                            "and has been reset (every entry dropped; %llu repair%s, counted in "
+                            "stats()['repairs']); if this recurs, find what writes into it, or "
+                            "delete it: django_fastcache.remove_segment(LOCATION)",
+                            s->path != NULL ? PyBytes_AS_STRING(s->path) : "?", n,
+                            n == 1 ? "" : "s");
+}
+
 /* Takes the table lock.  Holders keep it for a few hundred nanoseconds, so
  * a waiter first spins briefly (another process, or a thread of this one
  * running without the GIL, is about to release it); only then does it
@@ -125,6 +143,8 @@ static inline int store_mine(StoreObject *s)
 #define LOCK_SPINS 2000
 int store_lock(StoreObject *s)
 {
+    if (s->table.unreported_repairs != 0 && report_repairs(s) < 0)
+        return -1;
     if (store_mine(s) < 0)
         return -1;
     if (fc_table_trylock(&s->table) == FC_OK)
@@ -226,6 +246,10 @@ static PyObject *store_shared(PyTypeObject *type, PyObject *const *args, Py_ssiz
     if (rc != 0) {
         self->table.h = NULL;
         PyErr_SetString(PyExc_OSError, err);
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (self->table.unreported_repairs != 0 && report_repairs(self) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -501,14 +525,15 @@ static PyObject *store_stats(StoreObject *self, PyObject *Py_UNUSED(ignored))
     fc_stats s;
     fc_stats_sum(&self->table, &s);
     uint64_t count = self->table.h->count, bytes = self->table.h->bytes;
+    uint64_t repairs = self->table.h->repairs;
     view_unlock(self, took);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsn}", "hits", (unsigned long long)s.hits, "misses",
-                         (unsigned long long)s.misses, "sets", (unsigned long long)s.sets,
-                         "deletes", (unsigned long long)s.deletes, "evictions",
-                         (unsigned long long)s.evictions, "expirations",
-                         (unsigned long long)s.expirations, "entries", (unsigned long long)count,
-                         "bytes", (unsigned long long)bytes, "segment_bytes",
-                         (Py_ssize_t)(self->shared ? self->shm.size : 0));
+    return Py_BuildValue(
+        "{sKsKsKsKsKsKsKsKsnsK}", "hits", (unsigned long long)s.hits, "misses",
+        (unsigned long long)s.misses, "sets", (unsigned long long)s.sets, "deletes",
+        (unsigned long long)s.deletes, "evictions", (unsigned long long)s.evictions, "expirations",
+        (unsigned long long)s.expirations, "entries", (unsigned long long)count, "bytes",
+        (unsigned long long)bytes, "segment_bytes", (Py_ssize_t)(self->shared ? self->shm.size : 0),
+        "repairs", (unsigned long long)repairs);
 }
 
 static PyObject *store_reset_stats(StoreObject *self, PyObject *Py_UNUSED(ignored))
@@ -597,6 +622,10 @@ PyObject *table_error(int rc)
     if (rc == FC_ETOOBIG)
         return PyErr_Format(PyExc_ValueError,
                             "cache value too large for this shared cache's MAX_BYTES");
+    if (rc == FC_ECORRUPT)
+        return PyErr_Format(PyExc_RuntimeError,
+                            "fastcache: the shared cache segment is damaged beyond repair; "
+                            "delete it (django_fastcache.remove_segment(LOCATION)) and restart");
     return PyErr_Format(PyExc_RuntimeError, "fastcache: table error %d", rc);
 }
 
@@ -630,6 +659,8 @@ static int store_ring(StoreObject *s)
  * NULL, only whether a live entry exists (has_key). */
 int store_get_optimistic(StoreObject *s, const fc_key *k, double now, copied *c)
 {
+    if (s->table.unreported_repairs != 0)
+        return FC_ELOCK; /* the locked path reports them (store_lock) */
     int ring = store_ring(s);
     if (ring < 0)
         return FC_ELOCK;

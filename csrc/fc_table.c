@@ -5,7 +5,10 @@
  * Every function here that changes the table runs with the table lock held,
  * touches only table memory, and either completes or leaves the table as it
  * was: memory is reserved before anything is unlinked, so an allocation
- * failure never loses an entry that was stored before.
+ * failure never loses an entry that was stored before.  The exception is
+ * damage (fc_table.h): a helper that meets it marks the memory damaged and
+ * returns without following it, whatever it leaves half done, and the
+ * public function that called it repairs the table before it returns.
  */
 #include "fc_table.h"
 
@@ -31,6 +34,69 @@
 #define LNK(t, off) ((fc_link *)FC_PTR((t)->mem, (off)))
 
 /* ------------------------------------------------------------------------ */
+/* Damage checks (see fc_table.h).  Each is a compare or two, and a single  */
+/* test of mem->hi for a private table, which checks nothing.               */
+
+#define ENT_ALIGN 8 /* _Alignof(fc_entry) */
+/* Every entry takes more than 64 bytes, so no list in [lo, hi) can hold
+ * more than (hi - lo) / 64 of them: the bound of every walk. */
+_Static_assert(sizeof(fc_entry) >= 64, "walk bound assumes entries of 64 bytes or more");
+
+/* Whether an entry may start at offset eo (not 0). */
+static inline int ent_ok(const fc_table *t, fc_off eo)
+{
+    const fc_mem *m = t->mem;
+    return m->hi == 0 ||
+           (eo - m->lo <= m->hi - m->lo - sizeof(fc_entry) && (eo & (ENT_ALIGN - 1)) == 0);
+}
+
+/* Whether e's key and value lie inside its block, and the block inside the
+ * memory (e at an offset ent_ok accepts). */
+static inline int ent_fits(const fc_table *t, const fc_entry *e)
+{
+    const fc_mem *m = t->mem;
+    return m->hi == 0 || ((uint64_t)e->klen + e->vlen <= e->cap &&
+                          e->cap <= m->hi - FC_OFF(m, e) - sizeof(fc_entry));
+}
+
+/* Whether a live entry reached through the index or the LRU list is whole:
+ * it fits, has a value type the binding decodes (at its size), and is not a
+ * removed one. */
+static inline int ent_sane(const fc_table *t, const fc_entry *e)
+{
+    if (t->mem->hi == 0)
+        return 1;
+    return ent_fits(t, e) && e->vtype <= FC_VT_LAST &&
+           (e->vlen == 8 || (e->vtype != FC_VT_INT64 && e->vtype != FC_VT_FLOAT)) && !e->zombie;
+}
+
+/* Most steps any walk may take. */
+static inline uint64_t walk_max(const fc_table *t)
+{
+    const fc_mem *m = t->mem;
+    return m->hi == 0 ? UINT64_MAX : (m->hi - m->lo) / 64 + 1;
+}
+
+/* Marks the memory damaged; returns 0 (or NULL, as damaged_null). */
+static int damaged(const fc_table *t)
+{
+    t->mem->damaged = 1;
+    return 0;
+}
+
+static void *damaged_null(const fc_table *t)
+{
+    damaged(t);
+    return NULL;
+}
+
+static inline int is_damaged(const fc_table *t) { return t->mem->damaged != 0; }
+
+/* A shared table: decided once, when it is set up or attached (the header's
+ * `shared` is read from the segment, which may be damaged since). */
+static inline int is_shared(const fc_table *t) { return t->ro_buckets != NULL; }
+
+/* ------------------------------------------------------------------------ */
 /* Private heap memory                                                      */
 
 static fc_off heap_alloc(fc_mem *mem, size_t size)
@@ -54,6 +120,7 @@ void fc_mem_heap_init(fc_mem *mem)
     mem->reset = NULL;
     mem->max_block = SIZE_MAX;
     mem->lo = mem->hi = 0;
+    mem->damaged = 0;
     mem->ctx = NULL;
 }
 
@@ -118,24 +185,56 @@ static inline fc_off ent_off(const fc_table *t, const fc_entry *e) { return FC_O
 
 static inline fc_off *bucket_slot(const fc_table *t, uint64_t hash)
 {
+    if (t->ro_buckets != NULL)
+        return &t->ro_buckets[hash & t->ro_mask];
     fc_off *b = FC_PTR(t->mem, t->h->buckets);
     return &b[hash & (t->h->nbuckets - 1)];
 }
 
+/* The bucket array and its length. */
+static fc_off *bucket_array(const fc_table *t, uint64_t *n)
+{
+    if (t->ro_buckets != NULL) {
+        *n = t->ro_mask + 1;
+        return t->ro_buckets;
+    }
+    *n = t->h->nbuckets;
+    return FC_PTR(t->mem, t->h->buckets);
+}
+
+/* Whether an LRU link may point at off: the root, or an entry. */
+static inline int link_ok(const fc_table *t, fc_off off)
+{
+    return off == root_off(t) || (off != 0 && ent_ok(t, off));
+}
+
 static inline int expired(const fc_entry *e, double now) { return !e->never && e->expires <= now; }
 
-static void lru_unlink(fc_table *t, fc_entry *e)
+/* 1 when e was unlinked; 0 (damage) when its neighbours are not where
+ * they must be, and then nothing was written. */
+static int lru_unlink(fc_table *t, fc_entry *e)
 {
-    LNK(t, e->lru.prev)->next = e->lru.next;
-    LNK(t, e->lru.next)->prev = e->lru.prev;
+    fc_off p = e->lru.prev, n = e->lru.next;
+    if (t->mem->hi != 0) {
+        fc_off eo = ent_off(t, e);
+        if (!link_ok(t, p) || !link_ok(t, n) || LNK(t, p)->next != eo || LNK(t, n)->prev != eo)
+            return damaged(t);
+    }
+    LNK(t, p)->next = n;
+    LNK(t, n)->prev = p;
+    return 1;
 }
 
 static void lru_push_front(fc_table *t, fc_entry *e)
 {
-    fc_off eo = ent_off(t, e);
+    fc_off eo = ent_off(t, e), first = t->h->root.next;
+    if (!link_ok(t, first)) {
+        damaged(t);
+        return;
+    }
     e->lru.prev = root_off(t);
-    e->lru.next = t->h->root.next;
-    LNK(t, t->h->root.next)->prev = eo;
+    e->lru.next = first;
+    LNK(t, first)->prev = eo;
     t->h->root.next = eo;
 }
 
@@ -143,8 +242,8 @@ static void lru_move_front(fc_table *t, fc_entry *e)
 {
     if (t->h->root.next == ent_off(t, e))
         return;
-    lru_unlink(t, e);
-    lru_push_front(t, e);
+    if (lru_unlink(t, e))
+        lru_push_front(t, e);
 }
 
 static size_t entry_size(uint32_t cap) { return sizeof(fc_entry) + cap; }
@@ -180,8 +279,7 @@ static void enqueue(fc_table *t, fc_entry *e)
  * next drain (see fc_table.h), writing only e and the header. */
 static void lru_use(fc_table *t, fc_entry *e)
 {
-    fc_header *h = t->h;
-    if (!h->shared) {
+    if (!is_shared(t)) {
         lru_move_front(t, e);
         return;
     }
@@ -237,12 +335,23 @@ static fc_off sort_by_stamp(fc_table *t, fc_off list)
 }
 
 /* Empties the access queue: frees its zombies and returns its live entries
- * (no longer marked queued) linked through qnext, the first queued first. */
+ * (no longer marked queued) linked through qnext, the first queued first.
+ * On damage (a bad link, a node not marked queued: met twice, so a cycle)
+ * it stops there, with what it has. */
 static fc_off unqueue(fc_table *t)
 {
     fc_off live = 0;
+    uint64_t left = walk_max(t);
     for (fc_off eo = t->h->queue; eo;) {
+        if (!ent_ok(t, eo) || left-- == 0 || is_damaged(t)) {
+            damaged(t);
+            break;
+        }
         fc_entry *e = ENT(t, eo);
+        if (!e->queued) {
+            damaged(t);
+            break;
+        }
         fc_off next = e->qnext;
         if (e->zombie) {
             t->mem->free(t->mem, eo, entry_size(e->cap));
@@ -260,9 +369,11 @@ static fc_off unqueue(fc_table *t)
 
 /* Brings the LRU list up to date: the queued entries, in the order of their
  * last use, each moved to the most-recent end. */
+static void rings_drain(fc_table *t);
+
 static void drain_queue(fc_table *t)
 {
-    fc_rings_drain_lock_held(t);
+    rings_drain(t);
     if (!t->h->queue)
         return;
     for (fc_off eo = sort_by_stamp(t, unqueue(t)); eo;) {
@@ -273,8 +384,6 @@ static void drain_queue(fc_table *t)
     }
 }
 
-static inline fc_ring *rings(const fc_table *t) { return FC_PTR(t->mem, t->h->rings); }
-
 /* A use logged by a reader without the lock: applied when its entry is
  * still indexed (found by offset in its hash's chain, never dereferenced
  * before) and the use is newer than what the entry has. */
@@ -283,7 +392,12 @@ static void apply_use(fc_table *t, const fc_use *u)
     fc_header *h = t->h;
     if (u->stamp < h->drained_at)
         return; /* a retried read's: see fc_table.h */
+    uint64_t left = walk_max(t);
     for (fc_off eo = *bucket_slot(t, u->hash); eo; eo = ENT(t, eo)->hnext) {
+        if (!ent_ok(t, eo) || left-- == 0) {
+            damaged(t);
+            return;
+        }
         if (eo != u->off)
             continue;
         fc_entry *e = ENT(t, eo);
@@ -297,14 +411,14 @@ static void apply_use(fc_table *t, const fc_use *u)
     }
 }
 
-void fc_rings_drain_lock_held(fc_table *t)
+static void rings_drain(fc_table *t)
 {
     fc_header *h = t->h;
-    if (!h->nrings)
+    if (!t->ro_nrings)
         return;
     uint64_t now = t->clock(); /* seq is odd already: see fc_table.h */
-    fc_ring *r = rings(t);
-    for (uint64_t i = 0; i < h->nrings; i++) {
+    fc_ring *r = t->ro_rings;
+    for (uint64_t i = 0; i < t->ro_nrings; i++) {
         uint64_t head = __atomic_load_n(&r[i].head, __ATOMIC_ACQUIRE);
         uint64_t tail = r[i].tail;
         if (head - tail > FC_RING_LEN) /* only if a process wrote garbage */
@@ -318,11 +432,19 @@ void fc_rings_drain_lock_held(fc_table *t)
     h->drained_at = now;
 }
 
+static inline int repaired(fc_table *t);
+
+void fc_rings_drain_lock_held(fc_table *t)
+{
+    rings_drain(t);
+    repaired(t);
+}
+
 /* Forgets every logged use (the entries are all gone). */
 static void discard_uses(fc_table *t)
 {
-    fc_ring *r = rings(t);
-    for (uint64_t i = 0; i < t->h->nrings; i++)
+    fc_ring *r = t->ro_rings;
+    for (uint64_t i = 0; i < t->ro_nrings; i++)
         __atomic_store_n(&r[i].tail, __atomic_load_n(&r[i].head, __ATOMIC_ACQUIRE),
                          __ATOMIC_RELEASE);
     t->h->drained_at = t->clock();
@@ -349,9 +471,9 @@ void fc_ring_release(fc_table *t, int ring)
 
 int fc_rings_reclaim_lock_held(fc_table *t, int (*alive)(uint64_t owner))
 {
-    fc_ring *r = rings(t);
+    fc_ring *r = t->ro_rings;
     int n = 0;
-    for (uint64_t i = 0; i < t->h->nrings; i++) {
+    for (uint64_t i = 0; i < t->ro_nrings; i++) {
         uint64_t owner = __atomic_load_n(&r[i].owner, __ATOMIC_ACQUIRE);
         if (owner != 0 && !alive(owner) &&
             __atomic_compare_exchange_n(&r[i].owner, &owner, 0, 0, __ATOMIC_ACQ_REL,
@@ -364,8 +486,8 @@ int fc_rings_reclaim_lock_held(fc_table *t, int (*alive)(uint64_t owner))
 void fc_stats_sum(const fc_table *t, fc_stats *out)
 {
     *out = t->h->stats;
-    const fc_ring *r = rings(t);
-    for (uint64_t i = 0; i < t->h->nrings; i++) {
+    const fc_ring *r = t->ro_rings;
+    for (uint64_t i = 0; i < t->ro_nrings; i++) {
         out->hits += __atomic_load_n(&r[i].hits, __ATOMIC_RELAXED);
         out->misses += __atomic_load_n(&r[i].misses, __ATOMIC_RELAXED);
     }
@@ -374,55 +496,87 @@ void fc_stats_sum(const fc_table *t, fc_stats *out)
 void fc_stats_reset_lock_held(fc_table *t)
 {
     memset(&t->h->stats, 0, sizeof t->h->stats);
-    fc_ring *r = rings(t);
-    for (uint64_t i = 0; i < t->h->nrings; i++) {
+    t->h->repairs = 0;
+    fc_ring *r = t->ro_rings;
+    for (uint64_t i = 0; i < t->ro_nrings; i++) {
         __atomic_store_n(&r[i].hits, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&r[i].misses, 0, __ATOMIC_RELAXED);
     }
 }
 
-static int key_eq(const fc_entry *e, const fc_key *k)
-{
-    return e->hash == k->hash && e->klen == k->n && (k->n == 0 || memcmp(e->data, k->p, k->n) == 0);
-}
-
-/* Returns the entry for k, and in *slot_out the index slot pointing at it. */
+/* Returns the entry for k, and in *slot_out the index slot pointing at it.
+ * NULL when there is none, or on damage (marked). */
 static fc_entry *find(const fc_table *t, const fc_key *k, fc_off **slot_out)
 {
     fc_off *slot = bucket_slot(t, k->hash);
-    while (*slot) {
-        fc_entry *e = ENT(t, *slot);
-        if (key_eq(e, k)) {
-            if (slot_out)
-                *slot_out = slot;
-            return e;
+    uint64_t left = walk_max(t);
+    for (fc_off eo; (eo = *slot) != 0;) {
+        if (!ent_ok(t, eo) || left-- == 0)
+            return damaged_null(t);
+        fc_entry *e = ENT(t, eo);
+        if (e->hash == k->hash && e->klen == k->n) {
+            if (!ent_sane(t, e))
+                return damaged_null(t);
+            if (k->n == 0 || memcmp(e->data, k->p, k->n) == 0) {
+                if (slot_out)
+                    *slot_out = slot;
+                return e;
+            }
         }
         slot = &e->hnext;
     }
     return NULL;
 }
 
+/* The index slot pointing at e; NULL (damage, marked) when e is not in the
+ * chain of its hash. */
 static fc_off *slot_of(const fc_table *t, const fc_entry *e)
 {
     fc_off eo = ent_off(t, e);
     fc_off *slot = bucket_slot(t, e->hash);
-    while (*slot != eo)
+    uint64_t left = walk_max(t);
+    while (*slot != eo) {
+        if (*slot == 0 || !ent_ok(t, *slot) || left-- == 0)
+            return damaged_null(t);
         slot = &ENT(t, *slot)->hnext;
+    }
     return slot;
 }
 
 /* Unlinks e from both structures and frees it (at the next drain when it
- * is on the access queue). */
+ * is on the access queue).  With slot NULL (slot_of found damage) or links
+ * that are damaged, it leaves e where it is. */
 static void entry_remove(fc_table *t, fc_off *slot, fc_entry *e)
 {
+    if (slot == NULL || !lru_unlink(t, e))
+        return;
     *slot = e->hnext;
-    lru_unlink(t, e);
+    uint64_t size = (uint64_t)e->klen + e->vlen;
+    if (t->h->count == 0 || t->h->bytes < size)
+        damaged(t); /* the counts were wrong: the repair resets them */
     t->h->count--;
-    t->h->bytes -= (uint64_t)e->klen + e->vlen;
+    t->h->bytes -= size;
     if (e->queued)
         e->zombie = 1;
     else
         t->mem->free(t->mem, ent_off(t, e), entry_size(e->cap));
+}
+
+/* The least recently used entry to evict, other than keep; 0 when there is
+ * none, or on damage (marked). */
+static fc_off lru_victim(fc_table *t, const fc_entry *keep)
+{
+    fc_off ro = root_off(t), v = t->h->root.prev;
+    if (v != ro && !ent_ok(t, v))
+        return damaged(t);
+    if (v != ro && ENT(t, v) == keep) {
+        v = ENT(t, v)->lru.prev;
+        if (v != ro && !ent_ok(t, v))
+            return damaged(t);
+    }
+    if (v != ro && !ent_sane(t, ENT(t, v)))
+        return damaged(t);
+    return v == ro ? 0 : v;
 }
 
 /* Doubles the bucket array when the load passes 1.  Failing to allocate is
@@ -430,7 +584,7 @@ static void entry_remove(fc_table *t, fc_off *slot, fc_entry *e)
 static void maybe_grow(fc_table *t)
 {
     fc_header *h = t->h;
-    if (h->shared || h->count < h->nbuckets || h->nbuckets >= ((uint64_t)1 << 40))
+    if (is_shared(t) || h->count < h->nbuckets || h->nbuckets >= ((uint64_t)1 << 40))
         return;
     uint64_t n = h->nbuckets * 2;
     fc_off no = t->mem->alloc(t->mem, n * sizeof(fc_off));
@@ -461,24 +615,33 @@ static void link_new(fc_table *t, fc_entry *e)
     e->hnext = *slot;
     *slot = ent_off(t, e);
     lru_push_front(t, e);
-    if (t->h->shared)
+    if (is_shared(t))
         lru_use(t, e); /* queued entries were used before it */
     t->h->count++;
     t->h->bytes += (uint64_t)e->klen + e->vlen;
 }
 
+/* Frees every entry (one by one: the caller may hold an allocation that is
+ * not linked in yet, which a reset of the memory would forget). */
 static void free_all_entries(fc_table *t)
 {
     unqueue(t);
     fc_off ro = root_off(t);
     fc_off eo = t->h->root.next;
+    uint64_t left = walk_max(t);
     while (eo != ro) {
+        if (!ent_ok(t, eo) || left-- == 0) {
+            damaged(t);
+            break;
+        }
         fc_entry *e = ENT(t, eo);
         eo = e->lru.next;
         t->mem->free(t->mem, ent_off(t, e), entry_size(e->cap));
     }
     t->h->root.next = t->h->root.prev = ro;
-    memset(FC_PTR(t->mem, t->h->buckets), 0, t->h->nbuckets * sizeof(fc_off));
+    uint64_t nb;
+    fc_off *b = bucket_array(t, &nb);
+    memset(b, 0, nb * sizeof(fc_off));
     t->h->count = 0;
     t->h->bytes = 0;
 }
@@ -498,30 +661,68 @@ static void cull(fc_table *t, int64_t cull_frequency)
     uint64_t n = t->h->count / (uint64_t)cull_frequency;
     if (n)
         drain_queue(t);
-    fc_off ro = root_off(t);
-    while (n-- && t->h->root.prev != ro) {
-        fc_entry *e = ENT(t, t->h->root.prev);
+    while (n-- && !is_damaged(t)) {
+        fc_off v = lru_victim(t, NULL);
+        if (v == 0)
+            break;
+        fc_entry *e = ENT(t, v);
         entry_remove(t, slot_of(t, e), e);
         STAT(t, evictions);
     }
+    if (t->h->root.prev == root_off(t) && t->h->count != 0)
+        damaged(t); /* an empty list, but a count: the count was wrong */
 }
 
-/* Drops every entry and, for a segment, its allocations. */
+/* Drops every entry and, for a segment, its allocations.  It follows
+ * nothing in the table's memory (its layout is this process's copy), so it
+ * also serves to repair damage. */
 static void reset_all(fc_table *t)
 {
     fc_header *h = t->h;
+    if (is_shared(t)) {
+        /* and the header's copy of the layout, from this process's */
+        h->magic = FC_MAGIC;
+        h->shared = 1;
+        h->buckets = FC_OFF(t->mem, t->ro_buckets);
+        h->nbuckets = t->ro_mask + 1;
+        h->rings = t->ro_nrings ? FC_OFF(t->mem, t->ro_rings) : 0;
+        h->nrings = t->ro_nrings;
+    }
     h->root.next = h->root.prev = root_off(t);
     h->queue = 0; /* zombies go with the memory */
     discard_uses(t);
-    memset(FC_PTR(t->mem, h->buckets), 0, h->nbuckets * sizeof(fc_off));
+    uint64_t nb;
+    fc_off *b = bucket_array(t, &nb);
+    memset(b, 0, nb * sizeof(fc_off));
     h->count = 0;
     h->bytes = 0;
     if (t->mem->reset)
         t->mem->reset(t->mem);
 }
 
+/* The repair of damage found by an operation (see fc_table.h): drop
+ * everything, as after a holder that died mid-write, and count it. */
+static void repair(fc_table *t)
+{
+    reset_all(t);
+    t->mem->damaged = 0;
+    t->h->repairs++;
+    t->unreported_repairs++;
+}
+
+/* Called by every public operation before it returns: 1 when it met damage
+ * (now repaired), 0 (nearly always) when not. */
+static inline int repaired(fc_table *t)
+{
+    if (__builtin_expect(!is_damaged(t), 1))
+        return 0;
+    repair(t);
+    return 1;
+}
+
 /* Memory for an entry.  A shared table evicts from the LRU end (never
- * `keep`) until the block fits; *rc says why it returns NULL. */
+ * `keep`) until the block fits; *rc says why it returns NULL (FC_ECORRUPT:
+ * damage met, which the public function repairs). */
 static fc_off entry_alloc(fc_table *t, size_t size, const fc_entry *keep, int *rc)
 {
     *rc = FC_ENOMEM;
@@ -530,9 +731,10 @@ static fc_off entry_alloc(fc_table *t, size_t size, const fc_entry *keep, int *r
         return 0;
     }
     int ordered = 0;
-    for (;;) {
-        fc_off eo = t->mem->alloc(t->mem, size);
-        if (eo || !t->h->shared)
+    fc_off eo = 0;
+    while (!is_damaged(t)) {
+        eo = t->mem->alloc(t->mem, size);
+        if (eo || !is_shared(t))
             return eo;
         if (!ordered) {
             /* Free the zombies, and put the victims in order. */
@@ -540,20 +742,28 @@ static fc_off entry_alloc(fc_table *t, size_t size, const fc_entry *keep, int *r
             drain_queue(t);
             continue;
         }
-        fc_off ro = root_off(t), victim = t->h->root.prev;
-        if (victim != ro && ENT(t, victim) == keep)
-            victim = ENT(t, victim)->lru.prev;
-        if (victim == ro) {
-            if (t->h->count != 0)
-                return 0;
-            /* Empty but fragmented: start the segment's memory afresh. */
-            reset_all(t);
-            return t->mem->alloc(t->mem, size);
+        fc_off victim = lru_victim(t, keep);
+        if (victim != 0) {
+            fc_entry *e = ENT(t, victim);
+            entry_remove(t, slot_of(t, e), e);
+            STAT(t, evictions);
+            continue;
         }
-        fc_entry *e = ENT(t, victim);
-        entry_remove(t, slot_of(t, e), e);
-        STAT(t, evictions);
+        if (is_damaged(t))
+            break;
+        /* Nothing but keep is on the list: any other count is wrong. */
+        if (t->h->count != (keep != NULL)) {
+            damaged(t);
+            break;
+        }
+        if (keep != NULL)
+            return 0;
+        /* Empty but fragmented: start the segment's memory afresh. */
+        reset_all(t);
+        return t->mem->alloc(t->mem, size);
     }
+    *rc = FC_ECORRUPT;
+    return 0;
 }
 
 /* A new, unlinked entry holding k and v; NULL (with *rc) when there is no
@@ -605,36 +815,46 @@ static int sizes_ok(const fc_key *k, size_t vlen)
 /* ------------------------------------------------------------------------ */
 /* Operations                                                               */
 
-fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k) { return find(t, k, NULL); }
+/* Each public function below ends with repaired(t) on every path that may
+ * have met damage, and then answers as the emptied table would. */
+
+fc_entry *fc_peek_lock_held(fc_table *t, const fc_key *k)
+{
+    fc_entry *e = find(t, k, NULL);
+    return repaired(t) ? NULL : e;
+}
 
 fc_entry *fc_get_lock_held(fc_table *t, const fc_key *k, double now, int lru)
 {
     fc_off *slot;
     fc_entry *e = find(t, k, &slot);
-    if (e == NULL) {
-        STAT(t, misses);
-        return NULL;
-    }
-    if (expired(e, now)) {
+    if (e != NULL && expired(e, now)) {
         entry_remove(t, slot, e);
         STAT(t, expirations);
-        STAT(t, misses);
         FC_ASSERT_CONSISTENT(t);
-        return NULL;
+        e = NULL;
     }
-    if (lru)
+    else if (e != NULL && lru)
         lru_use(t, e);
-    STAT(t, hits);
+    if (repaired(t))
+        e = NULL;
+    if (e == NULL)
+        STAT(t, misses);
+    else
+        STAT(t, hits);
     return e;
 }
 
-int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen, int never,
+/* fc_set_lock_held's work; FC_ECORRUPT (or anything) when it met damage. */
+static int set_entry(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen, int never,
                      double expires, int64_t max_entries, int64_t cull_frequency)
 {
     if (!sizes_ok(k, vlen))
         return FC_EKEY;
     int will_cull = (int64_t)t->h->count >= max_entries;
     fc_entry *e = find(t, k, NULL);
+    if (is_damaged(t))
+        return FC_ECORRUPT;
 
     if (e != NULL && !will_cull && fits(e, vlen)) {
         /* Overwrite in place: LocMemCache's dict assignment + move_to_end. */
@@ -648,6 +868,8 @@ int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, siz
             return rc;
         if (will_cull)
             cull(t, cull_frequency);
+        if (is_damaged(t))
+            return FC_ECORRUPT;
         fc_off *slot;
         e = find(t, k, &slot); /* culling may have removed it */
         if (e != NULL)
@@ -665,12 +887,27 @@ int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, siz
     return FC_OK;
 }
 
+int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen, int never,
+                     double expires, int64_t max_entries, int64_t cull_frequency)
+{
+    int rc = set_entry(t, k, vtype, v, vlen, never, expires, max_entries, cull_frequency);
+    if (repaired(t)) {
+        /* Store it in the table as repaired (empty), as a set on an empty
+         * table would. */
+        rc = set_entry(t, k, vtype, v, vlen, never, expires, max_entries, cull_frequency);
+        if (repaired(t))
+            rc = FC_ECORRUPT;
+    }
+    return rc;
+}
+
 int fc_add_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen, int never,
                      double expires, int64_t max_entries, int64_t cull_frequency, double now)
 {
     fc_entry *e = find(t, k, NULL);
     if (e != NULL && !expired(e, now))
         return 0;
+    repaired(t); /* damage met looking: the key is absent now */
     int rc = fc_set_lock_held(t, k, vtype, v, vlen, never, expires, max_entries, cull_frequency);
     return rc == FC_OK ? 1 : rc;
 }
@@ -678,7 +915,7 @@ int fc_add_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, siz
 int fc_touch_lock_held(fc_table *t, const fc_key *k, int never, double expires, double now)
 {
     fc_entry *e = find(t, k, NULL);
-    if (e == NULL || expired(e, now))
+    if (repaired(t) || e == NULL || expired(e, now))
         return 0;
     e->never = (uint8_t)(never != 0);
     e->expires = never ? 0.0 : expires;
@@ -689,11 +926,14 @@ int fc_delete_lock_held(fc_table *t, const fc_key *k)
 {
     fc_off *slot;
     fc_entry *e = find(t, k, &slot);
-    if (e == NULL)
+    if (e == NULL) {
+        repaired(t);
         return 0;
+    }
     entry_remove(t, slot, e);
     STAT(t, deletes);
     FC_ASSERT_CONSISTENT(t);
+    repaired(t); /* it was found: gone either way */
     return 1;
 }
 
@@ -715,10 +955,15 @@ int fc_incr_lock_held(fc_table *t, const fc_key *k, int64_t delta, double now, i
     lru_use(t, e);
     *result = sum;
     FC_ASSERT_CONSISTENT(t);
+    if (repaired(t)) {
+        *found = NULL;
+        return FC_MISS;
+    }
     return FC_OK;
 }
 
-int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype, const void *v,
+/* fc_replace_lock_held's work. */
+static int replace_entry(fc_table *t, const fc_key *k, uint64_t gen, int vtype, const void *v,
                          size_t vlen)
 {
     if (!sizes_ok(k, vlen))
@@ -734,7 +979,7 @@ int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype, 
     else {
         int rc;
         fc_entry *ne = entry_new(t, k, vtype, v, vlen, e, &rc);
-        if (ne == NULL && rc == FC_ENOMEM && t->h->shared) {
+        if (ne == NULL && rc == FC_ENOMEM && is_shared(t)) {
             /* Everything else is evicted and the old value alone still
              * blocks the new one: drop it first, as an eviction would. */
             uint8_t never = e->never;
@@ -765,24 +1010,44 @@ int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype, 
     return FC_OK;
 }
 
+int fc_replace_lock_held(fc_table *t, const fc_key *k, uint64_t gen, int vtype, const void *v,
+                         size_t vlen)
+{
+    int rc = replace_entry(t, k, gen, vtype, v, vlen);
+    return repaired(t) ? FC_CHANGED : rc; /* the entry is gone */
+}
+
 void fc_clear_lock_held(fc_table *t)
 {
-    free_all_entries(t);
+    /* A segment's memory is simply reset: nothing is followed that damage
+     * could lead astray, and nothing is walked. */
+    if (t->mem->reset)
+        reset_all(t);
+    else
+        free_all_entries(t);
     FC_ASSERT_CONSISTENT(t);
+    repaired(t);
 }
 
 int fc_foreach_lock_held(fc_table *t, int (*fn)(const fc_entry *e, void *arg), void *arg)
 {
     drain_queue(t);
     fc_off ro = root_off(t);
-    for (fc_off eo = t->h->root.next; eo != ro;) {
+    uint64_t left = walk_max(t);
+    int rc = 0;
+    for (fc_off eo = t->h->root.next; eo != ro && !is_damaged(t);) {
+        if (!ent_ok(t, eo) || left-- == 0 || !ent_sane(t, ENT(t, eo))) {
+            damaged(t);
+            break;
+        }
         const fc_entry *e = ENT(t, eo);
         eo = e->lru.next;
-        int rc = fn(e, arg);
+        rc = fn(e, arg);
         if (rc)
-            return rc;
+            break;
     }
-    return 0;
+    repaired(t);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -803,13 +1068,18 @@ static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf,
     const fc_mem *m = t->mem;
     fc_off eo = LOAD(&t->ro_buckets[k->hash & t->ro_mask]);
     for (int steps = 0; eo; steps++) {
-        if (steps == OPT_CHAIN || eo < m->lo || eo > m->hi - sizeof(fc_entry))
+        if (steps == OPT_CHAIN || eo < m->lo || eo > m->hi - sizeof(fc_entry) ||
+            (eo & (ENT_ALIGN - 1)))
             return -1;
         const fc_entry *e = ENT(t, eo);
         uint32_t klen = LOAD(&e->klen);
         if (LOAD(&e->hash) == k->hash && klen == k->n) {
             uint32_t n = LOAD(&e->vlen);
-            if ((uint64_t)klen + n > m->hi - eo - sizeof(fc_entry))
+            uint8_t vt = LOAD(&e->vtype);
+            /* out of range, or of a type not decoded: the lock holder's
+             * checks decide (see Damage) */
+            if ((uint64_t)klen + n > m->hi - eo - sizeof(fc_entry) || vt > FC_VT_LAST ||
+                (n != 8 && (vt == FC_VT_INT64 || vt == FC_VT_FLOAT)))
                 return -1;
             if (k->n && memcmp(e->data, k->p, k->n) != 0)
                 goto next;
@@ -822,7 +1092,7 @@ static int opt_lookup(const fc_table *t, const fc_key *k, double now, char *buf,
             if (buf != NULL) {
                 if (n)
                     memcpy(buf, e->data + klen, n);
-                *vtype = LOAD(&e->vtype);
+                *vtype = vt;
                 *vlen = n;
                 *gen = LOAD(&e->gen);
             }
@@ -878,32 +1148,62 @@ int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *
 /* ------------------------------------------------------------------------ */
 /* Invariant checker                                                        */
 
+/* find for the checker: marks nothing; *bad set when the chain leads
+ * outside the memory or runs on without end. */
+static const fc_entry *check_find(const fc_table *t, const fc_key *k, int *bad)
+{
+    uint64_t left = walk_max(t);
+    for (fc_off eo = *bucket_slot(t, k->hash); eo;) {
+        if (!ent_ok(t, eo) || left-- == 0) {
+            *bad = 1;
+            return NULL;
+        }
+        const fc_entry *e = ENT(t, eo);
+        if (e->hash == k->hash && e->klen == k->n && ent_fits(t, e) &&
+            (k->n == 0 || memcmp(e->data, k->p, k->n) == 0))
+            return e;
+        eo = e->hnext;
+    }
+    return NULL;
+}
+
 int fc_table_check(const fc_table *t)
 {
     const fc_header *h = t->h;
     fc_off ro = root_off(t);
-    uint64_t n = 0, bytes = 0, queued = 0;
+    uint64_t n = 0, bytes = 0, queued = 0, most = walk_max(t);
+    int bad = 0;
 
     if (h->magic != FC_MAGIC)
         return -1; /* not a table */
-    if (h->nbuckets == 0 || (h->nbuckets & (h->nbuckets - 1)) ||
-        (!h->shared && h->nbuckets < FC_MIN_BUCKETS))
+    uint64_t nb;
+    const fc_off *b = bucket_array(t, &nb);
+    if (nb == 0 || (nb & (nb - 1)) || (!is_shared(t) && nb < FC_MIN_BUCKETS))
         return -2; /* bucket count not a power of two */
+    if (is_shared(t) &&
+        (!h->shared || h->nbuckets != nb || FC_PTR(t->mem, h->buckets) != (const void *)b ||
+         h->nrings != t->ro_nrings ||
+         (t->ro_nrings && FC_PTR(t->mem, h->rings) != (const void *)t->ro_rings)))
+        return -25; /* the header's layout is not the one the table was attached with */
     fc_off prev = ro;
     for (fc_off eo = h->root.next; eo != ro;) {
+        if (!ent_ok(t, eo))
+            return -23; /* a link or an index slot points outside the memory */
         const fc_entry *e = ENT(t, eo);
         if (e->lru.prev != prev)
             return -3; /* LRU back link broken */
-        if (++n > h->count)
+        if (++n > h->count || n > most)
             return -4; /* LRU list longer than count (or cyclic) */
-        bytes += (uint64_t)e->klen + e->vlen;
         if ((uint64_t)e->klen + e->vlen > e->cap)
             return -5; /* entry overflows its block */
-        fc_key k = {e->data, e->klen, e->hash};
-        if (find(t, &k, NULL) != e)
-            return -6; /* not indexed, or a duplicate key */
         if (e->zombie)
             return -13; /* a removed entry still listed */
+        if (!ent_sane(t, e))
+            return -24; /* its block leaves the memory, or its value type is not decoded */
+        bytes += (uint64_t)e->klen + e->vlen;
+        fc_key k = {e->data, e->klen, e->hash};
+        if (check_find(t, &k, &bad) != e)
+            return bad ? -23 : -6; /* not indexed, or a duplicate key */
         queued += e->queued;
         prev = eo;
         eo = e->lru.next;
@@ -914,19 +1214,20 @@ int fc_table_check(const fc_table *t)
         return -8; /* LRU list shorter than count */
     if (bytes != h->bytes)
         return -9; /* byte total wrong */
-    const fc_off *b = FC_PTR(t->mem, h->buckets);
     uint64_t indexed = 0;
-    for (uint64_t i = 0; i < h->nbuckets; i++) {
+    for (uint64_t i = 0; i < nb; i++) {
         for (fc_off eo = b[i]; eo; eo = ENT(t, eo)->hnext) {
-            if ((ENT(t, eo)->hash & (h->nbuckets - 1)) != i)
+            if (!ent_ok(t, eo))
+                return -23;
+            if ((ENT(t, eo)->hash & (nb - 1)) != i)
                 return -10; /* entry in the wrong bucket */
-            if (++indexed > h->count)
+            if (++indexed > h->count || indexed > most)
                 return -11; /* index holds more than count (or cyclic) */
         }
     }
     if (indexed != h->count)
         return -12; /* index holds fewer than count */
-    if (!h->shared && (h->queue || queued))
+    if (!is_shared(t) && (h->queue || queued))
         return -14; /* a private table queues nothing */
     /* The access queue: no cycle (the hare moves two steps to the
      * tortoise's one), every node marked queued, live ones indexed and with
@@ -934,37 +1235,43 @@ int fc_table_check(const fc_table *t)
     uint64_t live = 0;
     fc_off slow = h->queue;
     for (fc_off eo = h->queue, step = 0; eo; step++) {
+        if (!ent_ok(t, eo))
+            return -23;
         const fc_entry *e = ENT(t, eo);
         if (!e->queued)
             return -15; /* on the queue but not marked queued */
+        if (!ent_fits(t, e))
+            return -24;
         fc_key k = {e->data, e->klen, e->hash};
         if (e->zombie) {
-            if (find(t, &k, NULL) == e)
+            if (check_find(t, &k, &bad) == e)
                 return -16; /* a removed entry still indexed */
         }
         else {
-            if (find(t, &k, NULL) != e)
-                return -17; /* a queued entry that is not in the table */
+            if (check_find(t, &k, &bad) != e)
+                return bad ? -23 : -17; /* a queued entry that is not in the table */
             if (e->stamp == 0 || e->stamp > h->clock)
                 return -18; /* stamp not from the clock */
             live++;
         }
+        if (bad)
+            return -23;
         eo = e->qnext;
         if (step & 1) {
-            slow = ENT(t, slow)->qnext;
+            slow = ENT(t, slow)->qnext; /* a node the hare has checked */
             if (slow == eo && eo)
                 return -19; /* the queue is cyclic */
         }
     }
     if (live != queued)
         return -20; /* entries marked queued that are not on the queue */
-    const fc_ring *r = rings(t);
-    for (uint64_t i = 0; i < h->nrings; i++) {
+    const fc_ring *r = t->ro_rings;
+    for (uint64_t i = 0; i < t->ro_nrings; i++) {
         uint64_t head = __atomic_load_n(&r[i].head, __ATOMIC_ACQUIRE);
         if (head - r[i].tail > FC_RING_LEN)
             return -21; /* a ring holds more uses than it has room for */
     }
-    if (!h->shared && h->nrings)
+    if (!is_shared(t) && h->nrings)
         return -22; /* a private table has no rings */
     return 0;
 }
@@ -997,6 +1304,13 @@ int fc_table_check_due(const fc_table *t)
 
 void fc_table_check_failed(const fc_table *t, int rc, const char *file, int line)
 {
+    if (t->mem->hi != 0) {
+        /* a segment any process may have damaged: repaired, not fatal */
+        fprintf(stderr, "%s:%d: fastcache table %p inconsistent (check %d): repaired as damage\n",
+                file, line, (const void *)t->h, rc);
+        damaged(t);
+        return;
+    }
     fprintf(stderr, "%s:%d: fastcache table %p inconsistent (check %d)\n", file, line,
             (const void *)t->h, rc);
     abort();
@@ -1028,8 +1342,9 @@ static void cache_layout(fc_table *t)
     const fc_header *h = t->h;
     t->ro_buckets = h->shared ? FC_PTR(t->mem, h->buckets) : NULL;
     t->ro_mask = h->nbuckets - 1;
-    t->ro_rings = h->nrings ? rings(t) : NULL;
+    t->ro_rings = h->nrings ? FC_PTR(t->mem, h->rings) : NULL;
     t->ro_nrings = h->nrings;
+    t->unreported_repairs = 0;
 }
 
 /* The rest of a new table's header (its lock is set up already); the magic
@@ -1101,12 +1416,19 @@ static int locked(fc_table *t, int rc)
     }
     if (rc != 0)
         return FC_ELOCK;
-    if (t->h->shared) {
+    if (is_shared(t)) {
         __atomic_store_n(&t->h->dirty, 1, __ATOMIC_RELAXED);
         /* Odd (also after a holder that died with it odd), and ordered
          * before anything this holder writes. */
         __atomic_store_n(&t->h->seq, (t->h->seq + 1) | 1, __ATOMIC_RELAXED);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        /* The counts are read by lock holders without any operation (a
+         * view's len()): counts no arena could hold are damage. */
+        if (t->mem->hi != 0 &&
+            (t->h->count >= walk_max(t) || t->h->bytes > t->mem->hi - t->mem->lo)) {
+            damaged(t);
+            repair(t);
+        }
     }
     return FC_OK;
 }
@@ -1122,7 +1444,7 @@ int fc_table_timedlock(fc_table *t, const struct timespec *until)
 
 void fc_table_unlock(fc_table *t)
 {
-    if (t->h->shared)
+    if (is_shared(t))
         __atomic_store_n(&t->h->seq, t->h->seq + 1, __ATOMIC_RELEASE);
     __atomic_store_n(&t->h->dirty, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&t->h->lock);
@@ -1130,7 +1452,7 @@ void fc_table_unlock(fc_table *t)
 
 int fc_table_reinit_lock(fc_table *t)
 {
-    if (t->h->shared)
+    if (is_shared(t))
         return FC_OK;
     return mutex_init(t->h) == 0 ? FC_OK : FC_ELOCK;
 }
@@ -1152,6 +1474,25 @@ int fc_table_init_at(fc_table *t, fc_mem *mem, fc_off hdr, fc_off buckets, uint6
     return FC_OK;
 }
 
+int fc_table_attach_at(fc_table *t, fc_mem *mem, fc_off hdr, fc_off buckets, uint64_t nbuckets,
+                       fc_off rings, uint64_t nrings)
+{
+    fc_header *h = FC_PTR(mem, hdr);
+    t->mem = mem;
+    t->h = h;
+    t->stats_off = 0;
+    t->clock = mono_ns;
+    t->ro_buckets = FC_PTR(mem, buckets);
+    t->ro_mask = nbuckets - 1;
+    t->ro_rings = nrings ? FC_PTR(mem, rings) : NULL;
+    t->ro_nrings = nrings;
+    t->unreported_repairs = 0;
+    if (h->magic != FC_MAGIC || !h->shared || h->buckets != buckets || h->nbuckets != nbuckets ||
+        h->rings != (nrings ? rings : 0) || h->nrings != nrings)
+        damaged(t); /* repaired (these rewritten) by the next lock holder */
+    return FC_OK;
+}
+
 int fc_table_attach(fc_table *t, fc_mem *mem, fc_off hdr)
 {
     fc_header *h = FC_PTR(mem, hdr);
@@ -1163,4 +1504,41 @@ int fc_table_attach(fc_table *t, fc_mem *mem, fc_off hdr)
     t->clock = mono_ns;
     cache_layout(t);
     return FC_OK;
+}
+
+int fc_table_validate(fc_table *t)
+{
+    if (!is_shared(t))
+        return FC_OK;
+    int rc = pthread_mutex_trylock(&t->h->lock);
+    if (rc == EBUSY || rc == EDEADLK)
+        return FC_OK; /* in use (maybe by this thread): the operations check as they go */
+    if (locked(t, rc) != FC_OK)
+        return FC_ELOCK;
+    fc_header *h = t->h;
+    uint64_t nb;
+    const fc_off *b = bucket_array(t, &nb);
+    for (uint64_t i = 0; i < nb && !is_damaged(t); i++)
+        if (b[i] && !ent_ok(t, b[i]))
+            damaged(t);
+    if (!link_ok(t, h->root.next) || !link_ok(t, h->root.prev) ||
+        (h->queue && !ent_ok(t, h->queue)))
+        damaged(t);
+    /* a count that disagrees with the list (locked() checked its range) */
+    if ((h->count == 0) != (h->root.next == root_off(t)))
+        damaged(t);
+    for (uint64_t i = 0; i < t->ro_nrings; i++)
+        if (__atomic_load_n(&t->ro_rings[i].head, __ATOMIC_ACQUIRE) - t->ro_rings[i].tail >
+            FC_RING_LEN)
+            damaged(t); /* (a reader never writes more than FC_RING_LEN ahead) */
+    repaired(t);
+    fc_table_unlock(t);
+    return FC_OK;
+}
+
+uint64_t fc_table_take_repairs(fc_table *t)
+{
+    uint64_t n = t->unreported_repairs;
+    t->unreported_repairs = 0;
+    return n;
 }

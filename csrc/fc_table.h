@@ -45,6 +45,29 @@
  * below), which every lock holder allows for by keeping `seq` odd while it
  * holds the lock.
  *
+ * Damage: a shared segment is a file that any process of its user can
+ * write, so a stray write, a bit flip or a bug elsewhere may leave any word
+ * of it wrong, and every process that maps it would follow that word again
+ * after every restart.  So a table whose memory says where its entries lie
+ * (fc_mem.hi != 0: shared segments) trusts nothing it reads there: every
+ * offset it follows, under the lock as well as without it, is checked
+ * against the arena (a range and an alignment test) before use; every walk
+ * (a hash chain, the LRU list, the access queue) is bounded by the number
+ * of entries the arena could hold; an entry's key and value must lie inside
+ * its block and the arena, and its value type be one the binding decodes.
+ * The layout (buckets, rings, arena) is taken from the segment only once,
+ * when it is opened and checked, and never re-read from it.  Damage found
+ * by an operation marks the memory damaged (fc_mem.damaged; the allocator
+ * does the same for its free lists and block headers); the operation stops
+ * following anything and, before it returns, the table is repaired as after
+ * a lock holder that died mid-write: every entry dropped, the allocator
+ * rebuilt from nothing, the repair counted (fc_header.repairs, and for the
+ * binding to report, fc_table.unreported_repairs).  The operation then
+ * answers as the emptied table would (a get misses, a set stores).  A cache
+ * may lose data; damage never makes it crash, loop or return a value read
+ * from outside an entry.  A private table (malloc'ed, in no file) checks
+ * nothing, and costs nothing for it.
+ *
  * Invariants (checked by fc_table_check, and after every mutation in
  * FC_DEBUG builds):
  *   - every entry is on the LRU list exactly once and in the bucket its hash
@@ -76,13 +99,20 @@ typedef struct fc_mem {
     /* Optional: the largest block alloc could ever return, for refusing a
      * value that can never fit before evicting anything for it. */
     size_t max_block;
-    /* Shared segments: every entry lies within [lo, hi); a reader without
-     * the lock checks each offset it follows against these. */
+    /* Shared segments: every entry lies within [lo, hi), and every offset
+     * followed (by a reader without the lock and by a lock holder) is
+     * checked against these (see Damage above).  hi == 0: memory no other
+     * process writes (a private heap), where nothing is checked. */
     fc_off lo, hi;
+    /* Set when damage is found in this memory (by the table, or by the
+     * allocator in its own structures); the table repairs and clears it
+     * before the operation returns. */
+    int damaged;
     void *ctx;
 } fc_mem;
 
-/* The malloc-backed memory of a private (per-process) table. */
+/* The malloc-backed memory of a private (per-process) table.  A memory set
+ * up by hand must zero the fields it does not use. */
 void fc_mem_heap_init(fc_mem *mem);
 
 #define FC_PTR(mem, off) ((void *)((mem)->base + (uintptr_t)(off)))
@@ -104,7 +134,8 @@ enum {
     FC_VT_FLOAT = 5, /* 8 bytes, native double */
     FC_VT_STR = 6,   /* UTF-8 */
     FC_VT_BYTES = 7,
-    FC_VT_CODEC = 8, /* fc_codec.c's format: a version byte, then the value */
+    FC_VT_CODEC = 8,         /* fc_codec.c's format: a version byte, then the value */
+    FC_VT_LAST = FC_VT_CODEC /* a damaged segment's entry of another type is refused */
 };
 
 typedef struct fc_entry {
@@ -180,7 +211,10 @@ typedef struct fc_header {
      * lock.  Alone on its cache line: writers' lock traffic stays off it. */
     char pad0_[64];
     uint64_t seq;
-    char pad1_[56];
+    /* Repairs of damage (see Damage above), written only by a repair.  It
+     * was padding before: a segment from an earlier build reads 0. */
+    uint64_t repairs;
+    char pad1_[48];
     fc_link root;      /* LRU sentinel */
     fc_off buckets;    /* fc_off[nbuckets] */
     uint64_t nbuckets; /* power of two */
@@ -204,24 +238,29 @@ typedef struct fc_table {
     /* A shared table's fixed layout (it never grows its buckets), copied
      * when the table is set up or attached, so that a reader without the
      * lock touches no header cache line a lock holder writes.  ro_buckets
-     * is NULL for a private table. */
-    const fc_off *ro_buckets;
+     * is NULL for a private table.  A lock holder uses them too: the
+     * layout is read from a segment once, when it is checked (Damage). */
+    fc_off *ro_buckets;
     uint64_t ro_mask;
     fc_ring *ro_rings;
     uint64_t ro_nrings;
+    /* Repairs this process made that the binding has not reported yet
+     * (fc_table_take_repairs). */
+    uint64_t unreported_repairs;
 } fc_table;
 
 /* Results of table operations. */
 enum {
     FC_OK = 0,
-    FC_MISS = 1,     /* absent, or expired (and then removed) */
-    FC_NOTINT = 2,   /* incr: the value is not an in-place integer */
-    FC_CHANGED = 3,  /* replace: the entry was rewritten since it was read */
-    FC_ENOMEM = -1,  /* table memory exhausted; nothing was changed */
-    FC_ELOCK = -2,   /* the lock could not be taken */
-    FC_EKEY = -3,    /* a key longer than 4 GiB */
-    FC_ETOOBIG = -4, /* larger than the table's memory could ever hold */
-    FC_EFULL = -5,   /* fc_get_optimistic: this process's ring is full */
+    FC_MISS = 1,      /* absent, or expired (and then removed) */
+    FC_NOTINT = 2,    /* incr: the value is not an in-place integer */
+    FC_CHANGED = 3,   /* replace: the entry was rewritten since it was read */
+    FC_ENOMEM = -1,   /* table memory exhausted; nothing was changed */
+    FC_ELOCK = -2,    /* the lock could not be taken */
+    FC_EKEY = -3,     /* a key longer than 4 GiB */
+    FC_ETOOBIG = -4,  /* larger than the table's memory could ever hold */
+    FC_EFULL = -5,    /* fc_get_optimistic: this process's ring is full */
+    FC_ECORRUPT = -6, /* damage that a repair could not clear (see Damage) */
 };
 
 typedef struct fc_key {
@@ -245,6 +284,26 @@ int fc_table_init_at(fc_table *t, fc_mem *mem, fc_off hdr, fc_off buckets, uint6
 /* Bytes for nrings rings (placed 64-byte aligned by the caller). */
 static inline size_t fc_rings_size(uint64_t nrings) { return (size_t)nrings * sizeof(fc_ring); }
 int fc_table_attach(fc_table *t, fc_mem *mem, fc_off hdr);
+
+/* attach for a segment whose layout the caller knows (fc_shm derives it
+ * from the segment's size): the table uses that layout, and only compares
+ * the header's copy of it (and its magic and shared flag) with it; when
+ * any differs, the table is marked damaged, and the next lock holder
+ * repairs it, rewriting them (see Damage). */
+int fc_table_attach_at(fc_table *t, fc_mem *mem, fc_off hdr, fc_off buckets, uint64_t nbuckets,
+                       fc_off rings, uint64_t nrings);
+
+/* For a shared table just attached: when its lock is free, takes it (never
+ * waiting) and checks what every operation starts from (the bucket array,
+ * the LRU root, the access queue, the counts), and repairs the table when
+ * any of it is damaged.  A bounded, cheap pass: no entry is read.  FC_OK
+ * also when the lock is busy (then the operations check as they go);
+ * FC_ELOCK when the lock itself is unusable (damaged). */
+int fc_table_validate(fc_table *t);
+
+/* How many repairs this process made since the last call (for the binding
+ * to report; see Damage). */
+uint64_t fc_table_take_repairs(fc_table *t);
 
 /* Hash of key bytes with the table's seed (SipHash-1-3). */
 uint64_t fc_hash(const fc_table *t, const void *p, size_t n);
@@ -284,7 +343,7 @@ static inline void fc_cpu_relax(void)
  * tries the lock only when it looks free.  Always 0 for private tables. */
 static inline int fc_table_lock_busy(const fc_table *t)
 {
-    return t->h->shared && __atomic_load_n(&t->h->dirty, __ATOMIC_RELAXED) != 0;
+    return t->ro_buckets != NULL && __atomic_load_n(&t->h->dirty, __ATOMIC_RELAXED) != 0;
 }
 
 static inline const char *fc_entry_key(const fc_entry *e) { return e->data; }
@@ -323,8 +382,9 @@ int fc_get_optimistic(fc_table *t, int ring, const fc_key *k, double now, char *
 void fc_stats_sum(const fc_table *t, fc_stats *out);
 void fc_stats_reset_lock_held(fc_table *t);
 
-/* Find an entry whether or not it has expired; no side effects. */
-fc_entry *fc_peek_lock_held(const fc_table *t, const fc_key *k);
+/* Find an entry whether or not it has expired; no side effects (but the
+ * repair of damage it finds). */
+fc_entry *fc_peek_lock_held(fc_table *t, const fc_key *k);
 
 /* set: when count >= max_entries, cull first (all entries when
  * cull_frequency == 0, else count // cull_frequency from the LRU end); then
@@ -369,7 +429,8 @@ void fc_clear_lock_held(fc_table *t);
 int fc_foreach_lock_held(fc_table *t, int (*fn)(const fc_entry *e, void *arg), void *arg);
 
 /* Walks the whole table and checks the invariants above.  0 when they hold,
- * else a negative number naming the first broken one (see fc_table.c). */
+ * else a negative number naming the first broken one (see fc_table.c).
+ * Safe on a damaged table (bounded, every offset checked); repairs nothing. */
 int fc_table_check(const fc_table *t);
 
 /* fc_table_check, then that every entry's hash is this table's hash of its
@@ -380,7 +441,11 @@ int fc_table_check(const fc_table *t);
 int fc_table_check_keys(const fc_table *t);
 
 #ifdef FC_DEBUG
-/* A full check walks the entries and every bucket.  It runs after every
+/* A failed check aborts, but for a table in a shared segment, whose memory
+ * any process may have damaged: that is marked damaged (and reported on
+ * stderr), and the operation repairs it.
+ *
+ * A full check walks the entries and every bucket.  It runs after every
  * mutation while that is cheap (under 4096 entries and buckets); a table
  * with more buckets (a shared one: 64 per 64 KiB of segment) is checked
  * after one mutation in every nbuckets / 4096, so a debug build stays within

@@ -53,7 +53,7 @@ class Store:
     def release(self) -> None: ...
     def stats(self) -> dict[str, int]:
         """hits, misses, sets, deletes, evictions, expirations, entries, bytes,
-        segment_bytes (0 for a heap table)."""
+        segment_bytes (0 for a heap table), repairs (of a damaged segment)."""
     def reset_stats(self) -> None: ...
     def check(self) -> int:
         """Run the table invariant checker; 0 when consistent."""

@@ -438,7 +438,9 @@ class FastCache(BaseCache):
 
         hits/misses count lookups (get, get_many, has_key, incr); evictions
         count entries removed by culling; expirations count expired entries
-        removed when found.  entries and bytes (keys + values) are current.
+        removed when found; repairs count the times a damaged shared segment
+        was found and reset (always 0 for FastCache).  entries and bytes
+        (keys + values) are current.
         """
         return self._fc.store.stats()
 

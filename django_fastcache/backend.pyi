@@ -75,7 +75,8 @@ class FastCache(BaseCache):
     # Counters of this LOCATION's table.
     def stats(self) -> dict[str, int]:
         """hits, misses, sets, deletes, evictions, expirations, entries, bytes (and
-        segment_bytes: the shared segment's size, 0 for a per-process table)."""
+        segment_bytes: the shared segment's size, 0 for a per-process table; repairs:
+        times a damaged shared segment was found and reset)."""
     def reset_stats(self) -> None:
         """Zero the counters (entries and bytes are not counters)."""
 

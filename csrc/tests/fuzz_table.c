@@ -339,6 +339,12 @@ static void pick_value(rd *r, val *v, int force_int)
         memcpy(v->b, &x, 8);
         return;
     }
+    if (v->vtype == FC_VT_FLOAT) { /* 8 bytes, as the binding stores it (the table checks) */
+        double d = (double)pick_int(r);
+        v->vlen = 8;
+        memcpy(v->b, &d, 8);
+        return;
+    }
     uint8_t sz = u8(r);
     v->vlen = (sz & 7) == 7 ? (uint32_t)u8(r) * 4 + 3 : (sz & 7) == 6 ? 0 : (uint32_t)(sz >> 3);
     uint8_t seed = u8(r);
@@ -397,6 +403,7 @@ static void run_stream(const uint8_t *data, size_t size)
     int64_t def_cf = k_cull[u8(&r) % NELEM(k_cull)];
     double now = 1e9;
 
+    memset(&mem, 0, sizeof mem);
     mem.base = 0;
     mem.alloc = chk_alloc;
     mem.free = chk_free;

@@ -143,7 +143,7 @@ static fc_entry *sget(fc_table *t, const char *k, double now, int lru)
     return e;
 }
 
-static fc_entry *speek(const fc_table *t, const char *k)
+static fc_entry *speek(fc_table *t, const char *k)
 {
     fc_key key = ks(t, k);
     return fc_peek_lock_held(t, &key);
@@ -233,6 +233,7 @@ static void chk_free(fc_mem *mem, fc_off off, size_t size)
 static void chk_mem_init(fc_mem *mem, chk_ctx *c)
 {
     memset(c, 0, sizeof *c);
+    memset(mem, 0, sizeof *mem);
     c->fail_after = -1;
     mem->base = 0;
     mem->alloc = chk_alloc;
@@ -293,6 +294,7 @@ static int arena_mem_init(fc_mem *mem, size_t size)
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return -1;
+    memset(mem, 0, sizeof *mem);
     arena *a = p;
     a->size = size;
     a->used = 64; /* offset 0 is the null offset */
@@ -1821,7 +1823,9 @@ static void test_offsets(void)
         memcpy(copy, (void *)mem.base, size);
         fc_mem mem2 = mem;
         mem2.base = (uintptr_t)copy;
-        fc_table t2 = {.mem = &mem2, .h = FC_PTR(&mem2, FC_OFF(&mem, t.h)), .clock = t.clock};
+        fc_table t2 = t; /* a private table: its layout is not cached */
+        t2.mem = &mem2;
+        t2.h = FC_PTR(&mem2, FC_OFF(&mem, t.h));
         CHECK_TABLE(&t2);
         order_str(&t2, after, sizeof after);
         CHECK(strcmp(before, after) == 0);
