@@ -1101,6 +1101,17 @@ error:
     return NULL;
 }
 
+/* Decimals and UUIDs need the state (their types are looked up into it):
+ * decoding without one (st NULL) raises for them, as for datetimes. */
+static int dec_need_state(const dec *d, const char *what)
+{
+    if (d->st != NULL)
+        return 0;
+    PyErr_Format(PyExc_ValueError,
+                 "fastcache: cached value holds a %s, and it is decoded without codec state", what);
+    return -1;
+}
+
 static const PyDateTime_CAPI *dec_capi(dec *d)
 {
     if (d->st == NULL || d->st->datetime_capi == NULL) {
@@ -1281,7 +1292,7 @@ static PyObject *dec_decimal(dec *d)
         return NULL;
     if (!decimal_text_ok(d->p, (size_t)n))
         return damaged(d, "bad Decimal text");
-    if (resolve_decimal(d->st) < 0)
+    if (dec_need_state(d, "decimal.Decimal") < 0 || resolve_decimal(d->st) < 0)
         return NULL;
     if (d->st->decimal_type == Py_None) {
         PyErr_SetString(PyExc_ValueError, "fastcache: cached value holds a decimal.Decimal, and "
@@ -1313,6 +1324,8 @@ static PyObject *dec_uuid(dec *d)
         return damaged(d, "truncated UUID");
     if (d->p[16] > 2)
         return damaged(d, "bad UUID is_safe");
+    if (dec_need_state(d, "uuid.UUID") < 0)
+        return NULL;
     fc_codec_state *st = d->st;
     if (st->uuid_type == NULL ||
         (st->uuid_type != Py_None &&

@@ -126,7 +126,8 @@ int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **ou
 /* New reference, or NULL with ValueError (damaged or foreign payload) or
  * MemoryError, or whatever a constructor raised (ZoneInfo(key) for a key
  * this machine no longer has, as pickle.loads would).  st may be NULL (no
- * key reuse, no datetimes). */
+ * key reuse; a payload holding a datetime, a Decimal or a UUID raises
+ * ValueError). */
 PyObject *fc_codec_decode(fc_codec_state *st, const char *p, size_t n);
 
 /* Module traverse/clear/free. */
