@@ -309,6 +309,16 @@ def w_add_existing(cache: Any) -> Prepare:
     return call2(cache.add, KEY, STR_VALUE)
 
 
+def w_get_or_set_hit(cache: Any) -> Prepare:
+    cache.set(KEY, STR_VALUE)
+
+    def compute() -> str:
+        raise AssertionError("get_or_set hit computed")
+
+    assert cache.get_or_set(KEY, compute) == STR_VALUE
+    return call2(cache.get_or_set, KEY, compute)
+
+
 def w_incr(cache: Any) -> Prepare:
     cache.set(KEY, 0)
     return call1(cache.incr, KEY)
@@ -649,6 +659,9 @@ CASES: list[Case] = [
                 "set of one key to a 10-key dict (encoding dominates)"),
     simple_case("add_existing", "add existing key", 4.0, w_add_existing,
                 "add of a present key (returns False, stores nothing)"),
+    simple_case("get_or_set_hit", "get_or_set hit", 5.0, w_get_or_set_hit,
+                "get_or_set of a present key with a callable default (single-flight "
+                "never claims on a hit)"),
     simple_case("incr", "incr", 5.0, w_incr, "incr by 1 of an int value"),
     simple_case("has_key", "has_key hit", 4.0, w_has_key,
                 "has_key of a present key"),

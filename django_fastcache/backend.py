@@ -12,6 +12,7 @@ its own code: the handle notices at the next call and calls back into Python.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
@@ -27,7 +28,7 @@ from django.core.cache.backends.base import (
 )
 from django.core.exceptions import ImproperlyConfigured
 
-from . import _fastcache
+from . import _fastcache, _flight
 
 __all__ = ["FastCache", "SharedMemoryCache", "remove_segment", "segment_path"]
 
@@ -49,11 +50,19 @@ _stores: dict[str, _fastcache.Store] = {}
 _segments: dict[str, _fastcache.Store] = {}
 _stores_lock = threading.Lock()
 
-KNOWN_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
+KNOWN_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY", "LOCK_TIMEOUT"})
 SHARED_OPTIONS = KNOWN_OPTIONS | {"MAX_BYTES"}
 DEFAULT_MAX_BYTES = 64 * 2**20
 MIN_MAX_BYTES = 2**20
 MAX_MAX_BYTES = 2**46
+# Seconds a get_or_set waits for another caller computing the same key before
+# computing itself (and a SharedMemoryCache lease's life).  Long enough for
+# the expensive computations single-flight is for, and well under the 30 s
+# worker timeout of gunicorn (and uWSGI harakiri settings of that order), so
+# that a waiter whose owner hangs still has time to compute and answer.
+DEFAULT_LOCK_TIMEOUT = 10.0
+MAX_LOCK_TIMEOUT = 86400.0
+LEASE_SUFFIX = ".leases"
 SHM_DIR_ENV = "DJANGO_FASTCACHE_SHM_DIR"
 _LOCATION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -122,6 +131,12 @@ def remove_segment(location: str) -> bool:
     path = segment_path(location)
     with _stores_lock:
         _segments.pop(path, None)
+        _segments.pop(path + LEASE_SUFFIX, None)
+        _lease_caches.pop(path + LEASE_SUFFIX, None)
+    try:
+        os.unlink(path + LEASE_SUFFIX)
+    except FileNotFoundError:
+        pass
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -166,6 +181,22 @@ def _int_option(params: Mapping[str, Any], name: str, default: int) -> None:
         )
 
 
+def _lock_timeout(params: Mapping[str, Any]) -> float:
+    """OPTIONS["LOCK_TIMEOUT"]: seconds, 0 turns single-flight off."""
+    options = params.get("OPTIONS") or {}
+    value = options.get("LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        number = float(value)
+        ok = math.isfinite(number) and 0 <= number <= MAX_LOCK_TIMEOUT
+    if not ok:
+        raise ImproperlyConfigured(
+            "OPTIONS['LOCK_TIMEOUT'] must be a number of seconds between 0 "
+            f"(single-flight off) and {MAX_LOCK_TIMEOUT:g}, got {value!r}"
+        )
+    return float(value)
+
+
 def validate_params(
     params: Mapping[str, Any], known: frozenset[str] = KNOWN_OPTIONS
 ) -> None:
@@ -182,6 +213,7 @@ def validate_params(
         )
     _int_option(params, "MAX_ENTRIES", 300)
     _int_option(params, "CULL_FREQUENCY", 3)
+    _lock_timeout(params)
     if "MAX_BYTES" in known:
         _int_option(params, "MAX_BYTES", DEFAULT_MAX_BYTES)
         max_bytes = _max_bytes(params)
@@ -297,6 +329,7 @@ class FastCache(BaseCache):
     def __init__(self, name: str, params: dict[str, Any]) -> None:
         validate_params(params, self._known_options)
         self._fc = _fastcache.Handle(self._open_store(name, params), self)
+        self._lock_timeout = _lock_timeout(params)
         self._key_function = default_key_func
         super().__init__(params)
         self._fc.pickle_protocol = self.pickle_protocol
@@ -442,11 +475,60 @@ class FastCache(BaseCache):
         was found and reset (always 0 for FastCache).  entries and bytes
         (keys + values) are current.
         """
-        return self._fc.store.stats()
+        store = self._fc.store
+        return {**store.stats(), **_flight.stats(store)}
 
     def reset_stats(self) -> None:
         """Zero the counters (entries and bytes are not counters)."""
-        self._fc.store.reset_stats()
+        store = self._fc.store
+        store.reset_stats()
+        _flight.reset_stats(store)
+
+    # get_or_set is Django's sequence (get; on a miss default(), add, get);
+    # on a miss with a callable default, one caller per key runs default()
+    # while the others wait for its result (see _flight).  Hits return after
+    # the first get, as in BaseCache.
+    _shared = False
+
+    def get_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT,
+                   version: Any = None) -> Any:
+        val = self.get(key, self._missing_key, version=version)
+        if val is not self._missing_key:
+            return val
+        if (
+            not callable(default)
+            or not self._lock_timeout
+            or type(self).get is not _GET
+            or type(self).add is not _ADD
+            or "get" in self.__dict__
+            or "add" in self.__dict__
+        ):
+            if callable(default):
+                default = default()
+            self.add(key, default, timeout=timeout, version=version)
+            return self.get(key, default, version=version)
+        return _flight.get_or_set(self, key, default, timeout, version)
+
+    async def aget_or_set(self, key: Any, default: Any,
+                          timeout: Any = DEFAULT_TIMEOUT,
+                          version: Any = None) -> Any:
+        val = await self.aget(key, self._missing_key, version=version)
+        if val is not self._missing_key:
+            return val
+        if (
+            not callable(default)
+            or not self._lock_timeout
+            or type(self).aget is not _AGET
+            or type(self).aadd is not _AADD
+            or type(self).get is not _GET
+            or type(self).add is not _ADD
+            or not _NO_INSTANCE_PATCH.isdisjoint(self.__dict__)
+        ):
+            if callable(default):
+                default = default()
+            await self.aadd(key, default, timeout=timeout, version=version)
+            return await self.aget(key, default, version=version)
+        return await _flight.aget_or_set(self, key, default, timeout, version)
 
     # Batches are BaseCache's loops over get/set/delete, run in C one key at a
     # time; a subclass or a patch (on the class or the instance) of the
@@ -543,6 +625,10 @@ _ASYNC_DELEGATES = {
     for name in ("get_many", "set_many", "delete_many", "has_key", "incr", "close")
 }
 _GET = FastCache.get
+_ADD = FastCache.add
+_AGET = FastCache.aget
+_AADD = FastCache.aadd
+_NO_INSTANCE_PATCH = frozenset({"get", "add", "aget", "aadd"})
 _BASE_MAKE_KEY = BaseCache.make_key
 _BASE_VALIDATE_KEY = BaseCache.validate_key
 _BASE_MAKE_AND_VALIDATE_KEY = BaseCache.make_and_validate_key
@@ -566,7 +652,38 @@ class SharedMemoryCache(FastCache):
     """
 
     _known_options = SHARED_OPTIONS
+    _shared = True
 
     @staticmethod
     def _open_store(name: str, params: Mapping[str, Any]) -> _fastcache.Store:
         return _shared_store_for(segment_path(name), _max_bytes(params))
+
+    def __init__(self, name: str, params: dict[str, Any]) -> None:
+        super().__init__(name, params)
+        self._segment_path = segment_path(name)
+
+    def _lease_cache(self) -> FastCache:
+        """The companion segment of get_or_set's cross-process leases."""
+        path = self._segment_path + LEASE_SUFFIX
+        leases = _lease_caches.get(path)
+        if leases is None:
+            leases = _lease_caches.setdefault(
+                path,
+                _LeaseCache(path, {"OPTIONS": {"MAX_ENTRIES": 4096}}),
+            )
+        return leases
+
+
+class _LeaseCache(FastCache):
+    """get_or_set leases of one SharedMemoryCache segment ("<path>.leases",
+    1 MiB): kept apart so that the cache's entries, counts and culls are
+    unchanged by them."""
+
+    _known_options = SHARED_OPTIONS
+
+    @staticmethod
+    def _open_store(name: str, params: Mapping[str, Any]) -> _fastcache.Store:
+        return _shared_store_for(name, MIN_MAX_BYTES)
+
+
+_lease_caches: dict[str, FastCache] = {}

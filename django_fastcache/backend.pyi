@@ -18,6 +18,10 @@ KNOWN_OPTIONS: frozenset[str]
 SHARED_OPTIONS: frozenset[str]
 DEFAULT_MAX_BYTES: int
 MIN_MAX_BYTES: int
+MAX_MAX_BYTES: int
+DEFAULT_LOCK_TIMEOUT: float
+MAX_LOCK_TIMEOUT: float
+LEASE_SUFFIX: str
 SHM_DIR_ENV: str
 
 def segment_path(location: str) -> str: ...
@@ -47,6 +51,8 @@ class FastCache(BaseCache):
     pickle_protocol: ClassVar[int]
     _known_options: ClassVar[frozenset[str]]
     _fc: _fastcache.Handle
+    _lock_timeout: float  # OPTIONS["LOCK_TIMEOUT"], seconds; 0 = single-flight off
+    _shared: ClassVar[bool]
 
     def __init__(self, name: str, params: dict[str, Any]) -> None: ...
     @staticmethod
@@ -76,7 +82,9 @@ class FastCache(BaseCache):
     def stats(self) -> dict[str, int]:
         """hits, misses, sets, deletes, evictions, expirations, entries, bytes (and
         segment_bytes: the shared segment's size, 0 for a per-process table; repairs:
-        times a damaged shared segment was found and reset)."""
+        times a damaged shared segment was found and reset), and this process's
+        single-flight get_or_set counters: single_flight_computations, _waits,
+        _lock_timeouts, _takeovers."""
     def reset_stats(self) -> None:
         """Zero the counters (entries and bytes are not counters)."""
 
@@ -193,4 +201,9 @@ class FastCache(BaseCache):
 
 class SharedMemoryCache(FastCache):
     """FastCache's table in a shared memory segment (OPTIONS: MAX_BYTES,
-    MAX_ENTRIES, CULL_FREQUENCY); LOCATION is a name, see segment_path()."""
+    MAX_ENTRIES, CULL_FREQUENCY, LOCK_TIMEOUT); LOCATION is a name, see
+    segment_path()."""
+
+    _segment_path: str
+    def __init__(self, name: str, params: dict[str, Any]) -> None: ...
+    def _lease_cache(self) -> FastCache: ...

@@ -54,7 +54,7 @@ def _not_int(where, value):
 
 
 def _unknown(names):
-    known = "(known: CULL_FREQUENCY, MAX_ENTRIES)"
+    known = "(known: CULL_FREQUENCY, LOCK_TIMEOUT, MAX_ENTRIES)"
     return f"Unknown OPTIONS for django_fastcache: {names} {known}"
 
 

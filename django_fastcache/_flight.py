@@ -1,0 +1,325 @@
+"""Single-flight get_or_set: on a miss with a callable default, one caller
+computes and the others wait for its result, then read it with get.
+
+The sequence a caller runs is Django's BaseCache.get_or_set (get; on a miss
+default(), add, get), only the call of default() is arbitrated:
+
+- In one process, a claim is a _Flight in ``_flights`` keyed by (store
+  identity, made key).  The first caller creates it and computes; the others
+  wait on its Event (threads) or poll it with asyncio.sleep (coroutines), at
+  most LOCK_TIMEOUT, then get.  A claim is removed before its Event is set, so
+  a waiter that finds no value (the owner raised) claims afresh.
+- Across processes (SharedMemoryCache), the process's owner also takes a
+  lease: ``add(lease key, (pid, token), timeout=LOCK_TIMEOUT)`` in a companion
+  segment ("<segment>.leases"), so the cache's own entries, counts and culls
+  stay LocMemCache's.  Others poll (1 ms doubling to 20 ms) for the value or
+  the lease's disappearance.  A lease whose pid is dead is taken over by the
+  one waiter that adds the takeover marker ("t" + its token); a lease is only
+  deleted by its owner while it cannot have expired, so a successor's lease
+  is never deleted.
+
+Hits never get here: get_or_set returns on the first get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+_POLL_FIRST = 0.001
+_POLL_MAX = 0.02
+STAT_NAMES = (
+    "single_flight_computations",
+    "single_flight_waits",
+    "single_flight_lock_timeouts",
+    "single_flight_takeovers",
+)
+
+
+class _Flight:
+    """One in-process claim: set when the owner is done; failed if it raised."""
+
+    __slots__ = ("event", "failed")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.failed = False
+
+
+_flights: dict[tuple[int, str], _Flight] = {}
+_flights_lock = threading.Lock()
+# Per-process counters, per store: id(store) -> (store, counts).  The store is
+# kept so that its id is never reused for another while counted.
+_counters: dict[int, tuple[object, dict[str, int]]] = {}
+
+
+def _after_fork_child() -> None:
+    # Claims held by other threads of the parent are not held in the child:
+    # those threads do not exist here and would never release them.
+    global _flights_lock
+    _flights_lock = threading.Lock()
+    _flights.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_child)
+
+
+def stats(store: object) -> dict[str, int]:
+    with _flights_lock:
+        entry = _counters.get(id(store))
+        return dict(entry[1]) if entry else dict.fromkeys(STAT_NAMES, 0)
+
+
+def reset_stats(store: object) -> None:
+    with _flights_lock:
+        _counters.pop(id(store), None)
+
+
+def _count(store: object, name: str) -> None:
+    with _flights_lock:
+        entry = _counters.get(id(store))
+        if entry is None:
+            entry = _counters[id(store)] = (store, dict.fromkeys(STAT_NAMES, 0))
+        entry[1][name] += 1
+
+
+def _enter(ident: tuple[int, str]) -> tuple[_Flight, bool]:
+    """The claim for ident, and whether this caller now owns it."""
+    with _flights_lock:
+        flight = _flights.get(ident)
+        if flight is not None:
+            return flight, False
+        flight = _flights[ident] = _Flight()
+        return flight, True
+
+
+def _leave(ident: tuple[int, str], flight: _Flight, failed: bool) -> None:
+    with _flights_lock:
+        if _flights.get(ident) is flight:
+            del _flights[ident]
+    flight.failed = failed
+    flight.event.set()
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists
+        return True
+    return True
+
+
+class _Lease:
+    """A cross-process claim held by this process (SharedMemoryCache)."""
+
+    __slots__ = ("leases", "key", "value", "start", "limit")
+
+    def __init__(self, leases: Any, key: str, value: tuple[int, str],
+                 limit: float) -> None:
+        self.leases = leases
+        self.key = key
+        self.value = value
+        self.start = time.monotonic()
+        self.limit = limit
+
+    def release(self) -> None:
+        # Only while it cannot have expired: then no one else can hold it.
+        # Later, it expires by itself within the margin.
+        margin = min(0.5, self.limit / 4)
+        if time.monotonic() - self.start < self.limit - margin:
+            if self.leases.get(self.key) == self.value:
+                self.leases.delete(self.key)
+
+
+class _LeaseAttempt:
+    """State of a process's owner thread polling for another process's lease."""
+
+    __slots__ = ("cache", "store", "leases", "key", "value", "limit", "deadline",
+                 "delay", "waited")
+
+    def __init__(self, cache: Any, made: str) -> None:
+        self.cache = cache
+        self.store = cache._fc.store
+        self.leases = cache._lease_cache()
+        digest = hashlib.blake2b(made.encode("utf-8", "surrogatepass"), digest_size=20)
+        self.key = "l" + digest.hexdigest()
+        self.value = (os.getpid(), uuid.uuid4().hex)
+        self.limit = cache._lock_timeout
+        self.deadline = 0.0
+        self.delay = _POLL_FIRST
+        self.waited = False
+
+    def try_claim(self) -> _Lease | None:
+        """The lease if this process now holds it; else None, after arranging
+        a takeover if its holder is dead."""
+        if self.leases.add(self.key, self.value, timeout=self.limit):
+            return _Lease(self.leases, self.key, self.value, self.limit)
+        if not self.waited:
+            self.waited = True
+            self.deadline = time.monotonic() + self.limit
+            _count(self.store, "single_flight_waits")
+        holder = self.leases.get(self.key)
+        if (
+            isinstance(holder, tuple)
+            and len(holder) == 2
+            and not _alive(holder[0])
+            and self.leases.add("t" + str(holder[1]), 1, timeout=self.limit)
+        ):
+            # This waiter alone takes over the dead holder's lease.
+            if self.leases.get(self.key) == holder:
+                self.leases.delete(self.key)
+            if self.leases.add(self.key, self.value, timeout=self.limit):
+                return _Lease(self.leases, self.key, self.value, self.limit)
+        return None
+
+    def timed_out(self) -> bool:
+        if time.monotonic() >= self.deadline:
+            _count(self.store, "single_flight_lock_timeouts")
+            return True
+        return False
+
+    def next_delay(self) -> float:
+        delay = self.delay
+        self.delay = min(delay * 2, _POLL_MAX)
+        return delay
+
+
+def _compute(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -> Any:
+    _count(cache._fc.store, "single_flight_computations")
+    value = default()
+    cache.add(key, value, timeout=timeout, version=version)
+    return cache.get(key, value, version=version)
+
+
+async def _acompute(cache: Any, key: Any, default: Any, timeout: Any,
+                    version: Any) -> Any:
+    _count(cache._fc.store, "single_flight_computations")
+    value = default()
+    await cache.aadd(key, value, timeout=timeout, version=version)
+    return await cache.aget(key, value, version=version)
+
+
+def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -> Any:
+    """The miss path of FastCache.get_or_set with a callable default."""
+    missing = cache._missing_key
+    store = cache._fc.store
+    made = cache.make_key(key, version=version)
+    ident = (id(store), made)
+    shared = cache._shared
+    while True:
+        flight, owner = _enter(ident)
+        if not owner:
+            _count(store, "single_flight_waits")
+            if not flight.event.wait(cache._lock_timeout):
+                _count(store, "single_flight_lock_timeouts")
+                return _compute(cache, key, default, timeout, version)
+            value = cache.get(key, missing, version=version)
+            if value is not missing:
+                return value
+            if flight.failed:
+                _count(store, "single_flight_takeovers")
+                continue
+            # Stored already expired (timeout <= 0), or evicted: as Django.
+            return _compute(cache, key, default, timeout, version)
+        failed = True
+        lease = None
+        try:
+            if shared:
+                attempt = _LeaseAttempt(cache, made)
+                while True:
+                    lease = attempt.try_claim()
+                    if lease is not None:
+                        if attempt.waited:
+                            # The holder may have stored it and released.
+                            value = cache.get(key, missing, version=version)
+                            if value is not missing:
+                                failed = False
+                                return value
+                            # Its holder raised, died or outlived LOCK_TIMEOUT.
+                            _count(store, "single_flight_takeovers")
+                        break
+                    value = cache.get(key, missing, version=version)
+                    if value is not missing:
+                        failed = False
+                        return value
+                    if attempt.timed_out():
+                        break
+                    time.sleep(attempt.next_delay())
+            result = _compute(cache, key, default, timeout, version)
+            failed = False
+            return result
+        finally:
+            if lease is not None:
+                lease.release()
+            _leave(ident, flight, failed)
+
+
+async def aget_or_set(cache: Any, key: Any, default: Any, timeout: Any,
+                      version: Any) -> Any:
+    """The miss path of FastCache.aget_or_set with a callable default."""
+    missing = cache._missing_key
+    store = cache._fc.store
+    made = cache.make_key(key, version=version)
+    ident = (id(store), made)
+    shared = cache._shared
+    while True:
+        flight, owner = _enter(ident)
+        if not owner:
+            _count(store, "single_flight_waits")
+            deadline = time.monotonic() + cache._lock_timeout
+            delay = _POLL_FIRST
+            while not flight.event.is_set():
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX)
+            if not flight.event.is_set():
+                _count(store, "single_flight_lock_timeouts")
+                return await _acompute(cache, key, default, timeout, version)
+            value = await cache.aget(key, missing, version=version)
+            if value is not missing:
+                return value
+            if flight.failed:
+                _count(store, "single_flight_takeovers")
+                continue
+            return await _acompute(cache, key, default, timeout, version)
+        failed = True
+        lease = None
+        try:
+            if shared:
+                attempt = _LeaseAttempt(cache, made)
+                while True:
+                    lease = attempt.try_claim()
+                    if lease is not None:
+                        if attempt.waited:
+                            value = await cache.aget(key, missing, version=version)
+                            if value is not missing:
+                                failed = False
+                                return value
+                            # Its holder raised, died or outlived LOCK_TIMEOUT.
+                            _count(store, "single_flight_takeovers")
+                        break
+                    value = await cache.aget(key, missing, version=version)
+                    if value is not missing:
+                        failed = False
+                        return value
+                    if attempt.timed_out():
+                        break
+                    await asyncio.sleep(attempt.next_delay())
+            result = await _acompute(cache, key, default, timeout, version)
+            failed = False
+            return result
+        finally:
+            if lease is not None:
+                lease.release()
+            _leave(ident, flight, failed)
