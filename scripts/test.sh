@@ -13,9 +13,18 @@
 #   wheels     scripts/wheels.sh: sdist, a manylinux wheel per CPython found (3.11-3.13),
 #              each installed into a fresh venv and used
 #   sanitize   a second venv with an ASan+UBSan build, pytest and the Django suite again
+#   3.14, free-threaded
+#              scripts/interpreters.sh makes (once; cached outside the checkout) a Debian
+#              forky root with CPython 3.14 and a free-threaded CPython built in it; each
+#              gets a fresh venv, the extension built, pytest and the Django suite on both
+#              backends.  The free-threaded run keeps the GIL off by the module's own
+#              declaration (no PYTHON_GIL, no warning filtered: a test asserts it).
 #
 # Environment:
 #   FASTCACHE_SKIP_SANITIZE=1  skip the sanitizer stage (quick local runs; CI keeps it on)
+#   FASTCACHE_SKIP_INTERPRETERS=1  skip the 3.14 and free-threaded stages (quick local runs)
+#   FASTCACHE_CACHE_DIR        where scripts/interpreters.sh keeps its root
+#                              (default ~/.cache/django-fastcache)
 #   PYTHON                     interpreter to build the venvs from (default python3, >= 3.11)
 set -euo pipefail
 
@@ -26,6 +35,7 @@ export PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv-test"
 SAN_VENV="$ROOT/.venv-test-sanitize"
 SKIP_SANITIZE="${FASTCACHE_SKIP_SANITIZE:-0}"
+SKIP_INTERPRETERS="${FASTCACHE_SKIP_INTERPRETERS:-0}"
 # A sanitizer build switch left in the shell must not leak into the plain stages; the
 # build helper sets it itself where wanted.
 unset FASTCACHE_SANITIZE FASTCACHE_DEBUG LD_PRELOAD PYTHONMALLOC
@@ -172,6 +182,29 @@ lint() {
     fi
 }
 
+# ---- Extra interpreters: CPython 3.14 and free-threaded CPython --------------------------
+# They live in a Debian forky root (scripts/interpreters.sh); commands run there in this
+# checkout, at the same path, with the same private segment directory.
+in_root() {
+    bash "$ROOT/scripts/interpreters.sh" run \
+        env DJANGO_FASTCACHE_SHM_DIR="$DJANGO_FASTCACHE_SHM_DIR" "$@"
+}
+
+# interpreter_suite NAME: fresh venv .venv-test-NAME from that interpreter, the extension
+# built into it, then pytest and Django's suite on both backends.
+interpreter_suite() {
+    local name="$1" py venv="$ROOT/.venv-test-$1" req="$ROOT/requirements/test.txt"
+    py="$(bash "$ROOT/scripts/interpreters.sh" python "$name")"
+    if [ "$name" = ft ]; then req="$ROOT/requirements/test-freethreaded.txt"; fi
+    in_root env PYTHON="$py" REQUIREMENTS="$req" bash scripts/bootstrap.sh "$venv"
+    in_root "$venv/bin/python" -P -c 'import sys, sysconfig, django_fastcache
+print("interpreter:", sys.version.replace(chr(10), " "),
+      "| free-threaded:", bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+      "| GIL enabled:", getattr(sys, "_is_gil_enabled", lambda: True)())'
+    run_pytest "$venv/bin/python" in_root
+    run_django_suite "$venv/bin/python" in_root
+}
+
 setup() {
     check_python
     bash scripts/bootstrap.sh "$VENV"
@@ -189,4 +222,14 @@ if [ "$SKIP_SANITIZE" = "1" ]; then
     notes+=("sanitizer stage (FASTCACHE_SKIP_SANITIZE=1)")
 else
     stage "sanitize (ASan+UBSan): pytest + Django suite" sanitize
+fi
+if [ "$SKIP_INTERPRETERS" = "1" ]; then
+    echo
+    echo "WARNING: FASTCACHE_SKIP_INTERPRETERS=1: 3.14 and free-threaded stages skipped" >&2
+    notes+=("3.14 and free-threaded stages (FASTCACHE_SKIP_INTERPRETERS=1)")
+else
+    stage "interpreters: Debian forky root, CPython 3.14, free-threaded CPython" \
+        bash scripts/interpreters.sh ensure
+    stage "CPython 3.14: pytest + Django suite" interpreter_suite 3.14
+    stage "free-threaded CPython: pytest + Django suite" interpreter_suite ft
 fi
