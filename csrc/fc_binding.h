@@ -20,6 +20,18 @@
  * Step 2 always runs with the GIL held (the GIL is released only to wait
  * for the lock), which is what lets fork work without taking any lock
  * (store_after_fork in fc_store.c).
+ *
+ * Free-threaded CPython (Py_GIL_DISABLED; the module declares
+ * Py_MOD_GIL_NOT_USED there): what the GIL used to serialise is guarded
+ * explicitly.  A handle's settings, which Python code may reassign at any
+ * time (KEY_PREFIX, VERSION, TIMEOUT, the options, the fast-path decision,
+ * cache._cache), are read and written in a critical section on the handle,
+ * or as single atomic words; a store's cache._lock bookkeeping is atomic;
+ * a shared store's lock-free gets log their uses through one lane per
+ * thread (fc_store.c); the codec walks snapshots of lists and dicts that
+ * another thread may change (fc_codec.c).  "With the GIL held" above reads
+ * "attached to the interpreter" there: os.fork() stops every attached
+ * thread first (PyOS_BeforeFork), so fork still needs no lock.
  */
 #ifndef FC_BINDING_H
 #define FC_BINDING_H
@@ -62,6 +74,44 @@ static inline void fc_set_raised(PyObject *exc)
 #define fc_get_raised PyErr_GetRaisedException
 #define fc_set_raised PyErr_SetRaisedException
 #endif
+
+/* Critical sections (3.13+; they compile to a plain block elsewhere, and
+ * cost nothing where the GIL is on) and PyDict_GetItemRef. */
+#if PY_VERSION_HEX < 0x030D0000
+#define Py_BEGIN_CRITICAL_SECTION(op) \
+    {                                 \
+        (void)(op);
+#define Py_END_CRITICAL_SECTION() }
+static inline int PyDict_GetItemRef(PyObject *p, PyObject *key, PyObject **result)
+{
+    PyObject *v = PyDict_GetItemWithError(p, key);
+    *result = v == NULL ? NULL : Py_NewRef(v);
+    return v != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+}
+#endif
+
+/* A critical section on op.  ThreadSanitizer does not see CPython's own
+ * synchronisation (the interpreter is not instrumented), so a TSan build
+ * (FC_TSAN) tells it that the section orders what is done inside it. */
+#ifdef FC_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define FC_BEGIN_CS(op)                    \
+    Py_BEGIN_CRITICAL_SECTION(op);         \
+    void *const fc_cs_obj_ = (void *)(op); \
+    __tsan_acquire(fc_cs_obj_)
+#define FC_END_CS()             \
+    __tsan_release(fc_cs_obj_); \
+    Py_END_CRITICAL_SECTION()
+#else
+#define FC_BEGIN_CS(op) Py_BEGIN_CRITICAL_SECTION(op)
+#define FC_END_CS() Py_END_CRITICAL_SECTION()
+#endif
+
+/* Words another thread may write meanwhile (free-threaded builds): loads
+ * and stores that cannot tear and that ThreadSanitizer understands. */
+#define FC_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define FC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 
 /* New reference to the referent of a weakref, or NULL (no error) if dead. */
 static inline PyObject *fc_weakref_get(PyObject *ref)
@@ -115,6 +165,13 @@ static inline int require_configured(fc_state *st)
     return 0;
 }
 
+/* Lanes of lock-free gets per store: one where the GIL serialises them. */
+#ifdef Py_GIL_DISABLED
+#define FC_LANES 8
+#else
+#define FC_LANES 1
+#endif
+
 typedef struct {
     PyObject_HEAD
     fc_mem mem;
@@ -135,13 +192,19 @@ typedef struct {
     long py_inherited;
     unsigned long py_heir;
     unsigned long forks;
-    /* A shared store's ring for gets without the lock (fc_table.h): its
+    /* A shared store's rings for gets without the lock (fc_table.h), one
+     * per lane: a ring has one writer, so threads that read at once each
+     * use a lane of their own (busy while in use; fc_store.c).  ring is its
      * index, RING_NONE before it is claimed, RING_BUSY while every ring is
      * taken (retried every RING_RETRY gets).  Claimed in this process:
      * ring_forks is the fork count then, so a forked child claims its own. */
-    int ring;
-    unsigned ring_retry;
-    unsigned long ring_forks;
+    struct fc_lane {
+        int busy;
+        int ring;
+        unsigned ring_retry;
+        unsigned long ring_forks;
+        char pad_[48]; /* one cache line each */
+    } lanes[FC_LANES];
 } StoreObject;
 
 typedef struct {

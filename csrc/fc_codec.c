@@ -266,6 +266,14 @@ static int enc_items(enc *e, PyObject *const *items, Py_ssize_t n, int depth)
 
 static int enc_dict(enc *e, PyObject *v, int depth)
 {
+#ifdef Py_GIL_DISABLED
+    /* Another thread may change the dict under the walk (nothing stops it
+     * without the GIL): walk a copy, made atomically, that holds its items. */
+    PyObject *copy = PyDict_Copy(v);
+    if (copy == NULL)
+        return -1;
+    v = copy;
+#endif
     int rc = enc_count(e, T_DICT, PyDict_GET_SIZE(v));
     Py_ssize_t pos = 0;
     PyObject *k, *val;
@@ -274,6 +282,9 @@ static int enc_dict(enc *e, PyObject *v, int depth)
         if (rc > 0)
             rc = enc_value(e, val, depth);
     }
+#ifdef Py_GIL_DISABLED
+    Py_DECREF(copy);
+#endif
     return rc;
 }
 
@@ -595,10 +606,22 @@ static int enc_value(enc *e, PyObject *v, int depth)
     if (seen != 0)
         return seen > 0 ? 0 : -1; /* met before: not mine */
     if (tp == &PyList_Type) {
+#ifdef Py_GIL_DISABLED
+        /* As enc_dict: a tuple of the items, taken atomically. */
+        PyObject *items = PyList_AsTuple(v);
+        if (items == NULL)
+            return -1;
+        int rc = enc_count(e, T_LIST, PyTuple_GET_SIZE(items));
+        if (rc > 0)
+            rc = enc_items(e, ((PyTupleObject *)items)->ob_item, PyTuple_GET_SIZE(items), depth);
+        Py_DECREF(items);
+        return rc;
+#else
         int rc = enc_count(e, T_LIST, PyList_GET_SIZE(v));
         if (rc <= 0)
             return rc;
         return enc_items(e, ((PyListObject *)v)->ob_item, PyList_GET_SIZE(v), depth);
+#endif
     }
     if (tp == &PyDict_Type)
         return enc_dict(e, v, depth);
@@ -806,6 +829,21 @@ static int resolve_uuid(fc_codec_state *st)
             st->uuid_safe[j] = safe[j];
     }
     return check_uuid(st);
+}
+
+/* Free-threaded builds: every lookup done at once, before any thread can
+ * encode or decode, so that the state is only read afterwards (a lookup
+ * during a call would write it while other threads read it).  0, or -1
+ * with an error set. */
+int fc_codec_prepare(fc_codec_state *st)
+{
+#ifdef Py_GIL_DISABLED
+    if (resolve_zoneinfo(st) < 0 || resolve_decimal(st) < 0 || resolve_uuid(st) < 0)
+        return -1;
+#else
+    (void)st;
+#endif
+    return 0;
 }
 
 int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **out)

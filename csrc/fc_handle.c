@@ -45,14 +45,29 @@ static int handle_recheck(HandleObject *h)
     if (r == NULL)
         PyErr_Clear();
     Py_XDECREF(r);
-    PyTypeObject *tp = Py_TYPE(owner);
+    PyTypeObject *tp = Py_TYPE(owner), *old;
 #if PY_VERSION_HEX >= 0x030C0000
     (void)PyUnstable_Type_AssignVersionTag(tp);
 #endif
-    Py_XSETREF(h->owner_type, (PyTypeObject *)Py_NewRef(tp));
-    h->seen_tag = tp->tp_version_tag;
+    FC_BEGIN_CS(h);
+    old = h->owner_type;
+    h->owner_type = (PyTypeObject *)Py_NewRef(tp);
+    FC_STORE(&h->seen_tag, FC_LOAD(&tp->tp_version_tag));
+    FC_END_CS();
+    Py_XDECREF(old);
     Py_DECREF(owner);
     return 0;
+}
+
+/* The handle's store, with a reference of the caller's own: cache._cache
+ * may be reassigned by another thread at any time. */
+static StoreObject *handle_store(HandleObject *h)
+{
+    StoreObject *s;
+    FC_BEGIN_CS(h);
+    s = (StoreObject *)Py_NewRef(h->store);
+    FC_END_CS();
+    return s;
 }
 
 /* Starts an operation: checks the fast paths, then returns the handle's
@@ -62,9 +77,19 @@ static int handle_recheck(HandleObject *h)
  * neither free it nor make the call unlock a table it did not lock. */
 static StoreObject *op_begin(HandleObject *h)
 {
-    if ((h->seen_tag == 0 || h->owner_type->tp_version_tag != h->seen_tag) && handle_recheck(h) < 0)
+    int stale;
+    StoreObject *s = NULL;
+    FC_BEGIN_CS(h);
+    unsigned int seen = FC_LOAD(&h->seen_tag);
+    stale = seen == 0 || h->owner_type == NULL || FC_LOAD(&h->owner_type->tp_version_tag) != seen;
+    if (!stale)
+        s = (StoreObject *)Py_NewRef(h->store);
+    FC_END_CS();
+    if (!stale)
+        return s;
+    if (handle_recheck(h) < 0)
         return NULL;
-    return (StoreObject *)Py_NewRef(h->store);
+    return handle_store(h);
 }
 
 /* get(key) on one store: 1 with *out (a new reference), 0 when the key is
@@ -204,7 +229,8 @@ static int set_one(HandleObject *self, PyObject *key, PyObject *value, PyObject 
     if (raise_deferred(&pr) == 0 && store_lock(s) == 0) {
         fc_key k = fkey(&pr.mk);
         rc = fc_set_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
-                              pr.ex.expires, self->max_entries, self->cull_frequency);
+                              pr.ex.expires, FC_LOAD(&self->max_entries),
+                              FC_LOAD(&self->cull_frequency));
         store_unlock(s);
     }
     prepared_release(&pr);
@@ -250,7 +276,8 @@ static PyObject *handle_add(HandleObject *self, PyObject *const *args, Py_ssize_
     }
     else
         rc = fc_add_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
-                              pr.ex.expires, self->max_entries, self->cull_frequency, pr.now);
+                              pr.ex.expires, FC_LOAD(&self->max_entries),
+                              FC_LOAD(&self->cull_frequency), pr.now);
     store_unlock(s);
     if (rc == 2)
         raise_deferred(&pr);
@@ -517,6 +544,12 @@ static int unpack_pair(PyObject *item, PyObject **a, PyObject **b)
         return -1;
     if (n < 2)
         PyErr_Format(PyExc_ValueError, "not enough values to unpack (expected 2, got %d)", n);
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14 tells the size of the builtin containers whose size it knows. */
+    else if (PyList_CheckExact(item) || PyTuple_CheckExact(item) || PyDict_CheckExact(item))
+        PyErr_Format(PyExc_ValueError, "too many values to unpack (expected 2, got %zd)",
+                     PyObject_Length(item));
+#endif
     else
         PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
     return -1;
@@ -608,7 +641,7 @@ static PyObject *handle_delete_many(HandleObject *self, PyObject *const *args, P
 
 static PyObject *handle_clear(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    StoreObject *s = (StoreObject *)Py_NewRef(self->store);
+    StoreObject *s = handle_store(self);
     int rc = store_lock(s);
     if (rc == 0) {
         fc_clear_lock_held(&s->table);
@@ -642,7 +675,7 @@ static PyObject *handle_make_key(HandleObject *self, PyObject *const *args, Py_s
  * calls it when an instance attribute they depend on is assigned). */
 static PyObject *handle_recheck_later(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    self->seen_tag = 0;
+    FC_STORE(&self->seen_tag, 0);
     Py_RETURN_NONE;
 }
 
@@ -650,35 +683,56 @@ static PyObject *handle_recheck_later(HandleObject *self, PyObject *Py_UNUSED(ig
 
 /* A "%s" part fixed at assignment (KEY_PREFIX, VERSION): keeps the object,
  * str(object) in UTF-8, its length in code points, and whether it holds a
- * character memcached rejects. */
-static int set_text_part(PyObject *value, const char *name, PyObject **obj, PyObject **bytes,
-                         Py_ssize_t *cp, int *ctl)
+ * character memcached rejects.  str() runs first, outside the critical
+ * section; the four fields change together inside it (make_key reads them
+ * together), and what they held is released after it. */
+static int set_text_part(HandleObject *self, PyObject *value, const char *name, PyObject **obj,
+                         PyObject **bytes, Py_ssize_t *cp, int *ctl)
 {
     if (value == NULL) {
         PyErr_Format(PyExc_AttributeError, "cannot delete %s", name);
         return -1;
     }
     Py_ssize_t n;
-    PyObject *b = str_bytes(value, &n);
+    PyObject *b = str_bytes(value, &n), *old_b, *old_obj;
     if (b == NULL)
         return -1;
-    Py_XSETREF(*bytes, b);
+    int c = has_ctl(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    FC_BEGIN_CS(self);
+    old_b = *bytes;
+    old_obj = *obj;
+    *bytes = b;
     *cp = n;
-    *ctl = has_ctl(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
-    Py_XSETREF(*obj, Py_NewRef(value));
+    *ctl = c;
+    *obj = Py_NewRef(value);
+    FC_END_CS();
+    Py_XDECREF(old_b);
+    Py_XDECREF(old_obj);
     return 0;
 }
 
 static int set_prefix(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
 {
-    return set_text_part(value, "key_prefix", &self->key_prefix, &self->prefix_bytes,
+    return set_text_part(self, value, "key_prefix", &self->key_prefix, &self->prefix_bytes,
                          &self->prefix_cp, &self->prefix_ctl);
 }
 
 static int set_version(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
 {
-    return set_text_part(value, "version", &self->version, &self->version_bytes, &self->version_cp,
-                         &self->version_ctl);
+    return set_text_part(self, value, "version", &self->version, &self->version_bytes,
+                         &self->version_cp, &self->version_ctl);
+}
+
+/* Replaces an object field in a critical section on the handle, releasing
+ * the old object after it. */
+static void swap_field(HandleObject *self, PyObject **field, PyObject *value)
+{
+    PyObject *old;
+    FC_BEGIN_CS(self);
+    old = *field;
+    *field = Py_NewRef(value);
+    FC_END_CS();
+    Py_XDECREF(old);
 }
 
 static int set_default_timeout(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
@@ -687,14 +741,18 @@ static int set_default_timeout(HandleObject *self, PyObject *value, void *Py_UNU
         PyErr_SetString(PyExc_AttributeError, "cannot delete default_timeout");
         return -1;
     }
-    Py_XSETREF(self->default_timeout, Py_NewRef(value));
+    swap_field(self, &self->default_timeout, value);
     return 0;
 }
 
 static PyObject *get_obj(HandleObject *self, void *closure)
 {
-    PyObject *v = *(PyObject **)((char *)self + (size_t)closure);
-    return Py_NewRef(v ? v : Py_None);
+    PyObject *v;
+    FC_BEGIN_CS(self);
+    v = *(PyObject **)((char *)self + (size_t)closure);
+    v = Py_NewRef(v ? v : Py_None);
+    FC_END_CS();
+    return v;
 }
 
 /* An int attribute (MAX_ENTRIES, CULL_FREQUENCY): Python ints beyond 64
@@ -711,13 +769,13 @@ static int set_int64(HandleObject *self, PyObject *value, void *closure)
         return -1;
     if (overflow)
         v = overflow > 0 ? INT64_MAX : INT64_MIN;
-    *(int64_t *)((char *)self + (size_t)closure) = v;
+    FC_STORE((int64_t *)((char *)self + (size_t)closure), (int64_t)v);
     return 0;
 }
 
 static PyObject *get_int64(HandleObject *self, void *closure)
 {
-    return PyLong_FromLongLong(*(int64_t *)((char *)self + (size_t)closure));
+    return PyLong_FromLongLong(FC_LOAD((int64_t *)((char *)self + (size_t)closure)));
 }
 
 static int set_flag(HandleObject *self, PyObject *value, void *closure)
@@ -728,13 +786,13 @@ static int set_flag(HandleObject *self, PyObject *value, void *closure)
             PyErr_SetString(PyExc_AttributeError, "cannot delete this attribute");
         return -1;
     }
-    *(int *)((char *)self + (size_t)closure) = v;
+    FC_STORE((int *)((char *)self + (size_t)closure), v);
     return 0;
 }
 
 static PyObject *get_flag(HandleObject *self, void *closure)
 {
-    return PyBool_FromLong(*(int *)((char *)self + (size_t)closure));
+    return PyBool_FromLong(FC_LOAD((int *)((char *)self + (size_t)closure)));
 }
 
 static int set_protocol(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
@@ -745,18 +803,18 @@ static int set_protocol(HandleObject *self, PyObject *value, void *Py_UNUSED(clo
             PyErr_SetString(PyExc_AttributeError, "cannot delete pickle_protocol");
         return -1;
     }
-    self->pickle_protocol = (int)v;
+    FC_STORE(&self->pickle_protocol, (int)v);
     return 0;
 }
 
 static PyObject *get_protocol(HandleObject *self, void *Py_UNUSED(closure))
 {
-    return PyLong_FromLong(self->pickle_protocol);
+    return PyLong_FromLong(FC_LOAD(&self->pickle_protocol));
 }
 
 static PyObject *get_store(HandleObject *self, void *Py_UNUSED(closure))
 {
-    return Py_NewRef((PyObject *)self->store);
+    return (PyObject *)handle_store(self);
 }
 
 static int set_store(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
@@ -766,7 +824,7 @@ static int set_store(HandleObject *self, PyObject *value, void *Py_UNUSED(closur
         PyErr_SetString(PyExc_TypeError, "store must be a fastcache Store");
         return -1;
     }
-    Py_SETREF(self->store, (StoreObject *)Py_NewRef(value));
+    swap_field(self, (PyObject **)&self->store, value);
     return 0;
 }
 

@@ -25,6 +25,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import textwrap
 import uuid
@@ -465,6 +466,18 @@ def test_decimal_is_looked_up_lazily() -> None:
         "v = decimal.Decimal('-0')\n"
         "assert str(fc._codec_decode(fc._codec_encode(v))) == '-0'\n"
     )
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        # Free-threaded builds look every type up once, at import, before any
+        # thread can encode (fc_codec_prepare): a lookup during a call would
+        # write the codec's state while other threads read it.
+        code = (
+            "import sys\n"
+            "from django_fastcache import _fastcache as fc\n"
+            "assert 'decimal' in sys.modules, 'not looked up at import'\n"
+            "import decimal\n"
+            "v = decimal.Decimal('-0')\n"
+            "assert str(fc._codec_decode(fc._codec_encode(v))) == '-0'\n"
+        )
     proc = subprocess.run(
         [sys.executable, "-P", "-c", code],
         capture_output=True,
