@@ -25,8 +25,8 @@
  * Py_MOD_GIL_NOT_USED there): what the GIL used to serialise is guarded
  * explicitly.  A handle's settings, which Python code may reassign at any
  * time (KEY_PREFIX, VERSION, TIMEOUT, the options, the fast-path decision,
- * cache._cache), are read and written in a critical section on the handle,
- * or as single atomic words; a store's cache._lock bookkeeping is atomic;
+ * cache._cache), are read and written under the handle's spinlock
+ * (handle_lock), or as single atomic words; a store's cache._lock bookkeeping is atomic;
  * a shared store's lock-free gets log their uses through one lane per
  * thread (fc_store.c); the codec walks snapshots of lists and dicts that
  * another thread may change (fc_codec.c).  "With the GIL held" above reads
@@ -75,37 +75,14 @@ static inline void fc_set_raised(PyObject *exc)
 #define fc_set_raised PyErr_SetRaisedException
 #endif
 
-/* Critical sections (3.13+; they compile to a plain block elsewhere, and
- * cost nothing where the GIL is on) and PyDict_GetItemRef. */
+/* PyDict_GetItemRef (3.13+). */
 #if PY_VERSION_HEX < 0x030D0000
-#define Py_BEGIN_CRITICAL_SECTION(op) \
-    {                                 \
-        (void)(op);
-#define Py_END_CRITICAL_SECTION() }
 static inline int PyDict_GetItemRef(PyObject *p, PyObject *key, PyObject **result)
 {
     PyObject *v = PyDict_GetItemWithError(p, key);
     *result = v == NULL ? NULL : Py_NewRef(v);
     return v != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
 }
-#endif
-
-/* A critical section on op.  ThreadSanitizer does not see CPython's own
- * synchronisation (the interpreter is not instrumented), so a TSan build
- * (FC_TSAN) tells it that the section orders what is done inside it. */
-#ifdef FC_TSAN
-void __tsan_acquire(void *addr);
-void __tsan_release(void *addr);
-#define FC_BEGIN_CS(op)                    \
-    Py_BEGIN_CRITICAL_SECTION(op);         \
-    void *const fc_cs_obj_ = (void *)(op); \
-    __tsan_acquire(fc_cs_obj_)
-#define FC_END_CS()             \
-    __tsan_release(fc_cs_obj_); \
-    Py_END_CRITICAL_SECTION()
-#else
-#define FC_BEGIN_CS(op) Py_BEGIN_CRITICAL_SECTION(op)
-#define FC_END_CS() Py_END_CRITICAL_SECTION()
 #endif
 
 /* Words another thread may write meanwhile (free-threaded builds): loads
@@ -269,7 +246,41 @@ typedef struct {
      * version tag then (0: decide again at the next call). */
     PyTypeObject *owner_type;
     unsigned int seen_tag;
+    /* Guards the fields Python code may reassign while another thread reads
+     * them (free-threaded builds; handle_lock). */
+    int spin;
 } HandleObject;
+
+/* handle_lock/handle_unlock: the handle's fields that Python code may
+ * reassign at any time (the objects, and the parts read together such as a
+ * prefix and its length) are read and swapped under a spinlock of the
+ * handle's own where no GIL serialises them.  Not a critical section
+ * (Py_BEGIN_CRITICAL_SECTION): a PyMutex can be handed to a waiter that is
+ * parked, detached, when os.fork() stops the world, and would then be
+ * copied held into the child, whose first call would wait forever.  The
+ * spinlock is held only across a few loads, stores and increfs, which
+ * never detach the thread nor reach a point where fork can stop it, so it
+ * is never held at a fork; a waiter spins attached for those few
+ * nanoseconds.  ThreadSanitizer sees its atomics. */
+static inline void handle_lock(HandleObject *h)
+{
+#ifdef Py_GIL_DISABLED
+    while (__atomic_exchange_n(&h->spin, 1, __ATOMIC_ACQUIRE) != 0)
+        while (__atomic_load_n(&h->spin, __ATOMIC_RELAXED) != 0)
+            fc_cpu_relax();
+#else
+    (void)h;
+#endif
+}
+
+static inline void handle_unlock(HandleObject *h)
+{
+#ifdef Py_GIL_DISABLED
+    __atomic_store_n(&h->spin, 0, __ATOMIC_RELEASE);
+#else
+    (void)h;
+#endif
+}
 
 #define RING_NONE (-1)
 #define RING_BUSY (-2)

@@ -122,9 +122,9 @@ int compute_expiry(fc_state *st, HandleObject *h, PyObject *timeout, double now,
     if (timeout == st->default_timeout) {
         /* held: adding an odd timeout object runs its __radd__ */
         PyObject *dt;
-        FC_BEGIN_CS(h);
+        handle_lock(h);
         dt = Py_NewRef(h->default_timeout);
-        FC_END_CS();
+        handle_unlock(h);
         int rc = number_expiry(dt, now, out);
         Py_DECREF(dt);
         return rc;

@@ -49,11 +49,11 @@ static int handle_recheck(HandleObject *h)
 #if PY_VERSION_HEX >= 0x030C0000
     (void)PyUnstable_Type_AssignVersionTag(tp);
 #endif
-    FC_BEGIN_CS(h);
+    handle_lock(h);
     old = h->owner_type;
     h->owner_type = (PyTypeObject *)Py_NewRef(tp);
     FC_STORE(&h->seen_tag, FC_LOAD(&tp->tp_version_tag));
-    FC_END_CS();
+    handle_unlock(h);
     Py_XDECREF(old);
     Py_DECREF(owner);
     return 0;
@@ -64,9 +64,9 @@ static int handle_recheck(HandleObject *h)
 static StoreObject *handle_store(HandleObject *h)
 {
     StoreObject *s;
-    FC_BEGIN_CS(h);
+    handle_lock(h);
     s = (StoreObject *)Py_NewRef(h->store);
-    FC_END_CS();
+    handle_unlock(h);
     return s;
 }
 
@@ -79,12 +79,12 @@ static StoreObject *op_begin(HandleObject *h)
 {
     int stale;
     StoreObject *s = NULL;
-    FC_BEGIN_CS(h);
+    handle_lock(h);
     unsigned int seen = FC_LOAD(&h->seen_tag);
     stale = seen == 0 || h->owner_type == NULL || FC_LOAD(&h->owner_type->tp_version_tag) != seen;
     if (!stale)
         s = (StoreObject *)Py_NewRef(h->store);
-    FC_END_CS();
+    handle_unlock(h);
     if (!stale)
         return s;
     if (handle_recheck(h) < 0)
@@ -683,8 +683,8 @@ static PyObject *handle_recheck_later(HandleObject *self, PyObject *Py_UNUSED(ig
 
 /* A "%s" part fixed at assignment (KEY_PREFIX, VERSION): keeps the object,
  * str(object) in UTF-8, its length in code points, and whether it holds a
- * character memcached rejects.  str() runs first, outside the critical
- * section; the four fields change together inside it (make_key reads them
+ * character memcached rejects.  str() runs first, outside the handle's
+ * lock; the four fields change together under it (make_key reads them
  * together), and what they held is released after it. */
 static int set_text_part(HandleObject *self, PyObject *value, const char *name, PyObject **obj,
                          PyObject **bytes, Py_ssize_t *cp, int *ctl)
@@ -698,14 +698,14 @@ static int set_text_part(HandleObject *self, PyObject *value, const char *name, 
     if (b == NULL)
         return -1;
     int c = has_ctl(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
-    FC_BEGIN_CS(self);
+    handle_lock(self);
     old_b = *bytes;
     old_obj = *obj;
     *bytes = b;
     *cp = n;
     *ctl = c;
     *obj = Py_NewRef(value);
-    FC_END_CS();
+    handle_unlock(self);
     Py_XDECREF(old_b);
     Py_XDECREF(old_obj);
     return 0;
@@ -723,15 +723,15 @@ static int set_version(HandleObject *self, PyObject *value, void *Py_UNUSED(clos
                          &self->version_cp, &self->version_ctl);
 }
 
-/* Replaces an object field in a critical section on the handle, releasing
- * the old object after it. */
+/* Replaces an object field under the handle's lock, releasing the old
+ * object after it. */
 static void swap_field(HandleObject *self, PyObject **field, PyObject *value)
 {
     PyObject *old;
-    FC_BEGIN_CS(self);
+    handle_lock(self);
     old = *field;
     *field = Py_NewRef(value);
-    FC_END_CS();
+    handle_unlock(self);
     Py_XDECREF(old);
 }
 
@@ -748,10 +748,10 @@ static int set_default_timeout(HandleObject *self, PyObject *value, void *Py_UNU
 static PyObject *get_obj(HandleObject *self, void *closure)
 {
     PyObject *v;
-    FC_BEGIN_CS(self);
+    handle_lock(self);
     v = *(PyObject **)((char *)self + (size_t)closure);
     v = Py_NewRef(v ? v : Py_None);
-    FC_END_CS();
+    handle_unlock(self);
     return v;
 }
 

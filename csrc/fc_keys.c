@@ -157,14 +157,14 @@ int make_key(HandleObject *h, StoreObject *s, PyObject *key, PyObject *version, 
     PyObject *prefix, *hversion;
     Py_ssize_t prefix_cp, hversion_cp;
     int prefix_ctl, hversion_ctl;
-    FC_BEGIN_CS(h);
+    handle_lock(h);
     prefix = Py_NewRef(h->prefix_bytes);
     prefix_cp = h->prefix_cp;
     prefix_ctl = h->prefix_ctl;
     hversion = version == Py_None ? Py_NewRef(h->version_bytes) : NULL;
     hversion_cp = h->version_cp;
     hversion_ctl = h->version_ctl;
-    FC_END_CS();
+    handle_unlock(h);
     char kint[24], vint[24];
     const char *kp, *vp;
     Py_ssize_t kn, vn, kcp, vcp;
