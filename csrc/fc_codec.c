@@ -831,15 +831,20 @@ static int resolve_uuid(fc_codec_state *st)
     return check_uuid(st);
 }
 
-/* Free-threaded builds: every lookup done at once, before any thread can
- * encode or decode, so that the state is only read afterwards (a lookup
- * during a call would write it while other threads read it).  0, or -1
- * with an error set. */
+/* Free-threaded builds: every lookup done and every lazily filled slot
+ * filled at once, before any thread can encode or decode, so that the state
+ * is only read afterwards (filling it during a call would write it while
+ * other threads read it).  0, or -1 with an error set. */
 int fc_codec_prepare(fc_codec_state *st)
 {
 #ifdef Py_GIL_DISABLED
     if (resolve_zoneinfo(st) < 0 || resolve_decimal(st) < 0 || resolve_uuid(st) < 0)
         return -1;
+    /* small_int's table too, which it otherwise fills on first use. */
+    for (size_t i = 0; i < sizeof st->small_int / sizeof *st->small_int; i++)
+        if (st->small_int[i] == NULL &&
+            (st->small_int[i] = PyLong_FromLong((long)i + SMALL_INT_MIN)) == NULL)
+            return -1;
 #else
     (void)st;
 #endif
@@ -1045,6 +1050,30 @@ static PyObject *dec_key(dec *d, int depth)
     }
     /* The top bits: every input bit reaches them through the multiplies. */
     PyObject **slot = &d->st->slot[h >> (64 - FC_CODEC_KEY_BITS)];
+#ifdef Py_GIL_DISABLED
+    /* Other threads use the same slots at once: a thread takes the slot's
+     * reference while it compares (another finding the slot empty builds
+     * the string anew), and puts one back after, unless another thread
+     * filled the slot meanwhile.  Never a borrowed reference that another
+     * thread's replacement could free. */
+    PyObject *s = __atomic_exchange_n(slot, NULL, __ATOMIC_ACQUIRE), *r;
+    if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
+        same_bytes(PyUnicode_1BYTE_DATA(s), d->p, (size_t)n)) {
+        d->p += n;
+        r = Py_NewRef(s);
+    }
+    else {
+        Py_XDECREF(s);
+        s = r = new_ascii(d, (size_t)n);
+        if (r == NULL)
+            return NULL;
+        Py_INCREF(s);
+    }
+    PyObject *empty = NULL;
+    if (!__atomic_compare_exchange_n(slot, &empty, s, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        Py_DECREF(s);
+    return r;
+#else
     PyObject *s = *slot;
     if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
         same_bytes(PyUnicode_1BYTE_DATA(s), d->p, (size_t)n)) {
@@ -1055,6 +1084,7 @@ static PyObject *dec_key(dec *d, int depth)
     if (s != NULL)
         Py_XSETREF(*slot, Py_NewRef(s));
     return s;
+#endif
 }
 
 static PyObject *dec_seq(dec *d, int tag, int depth)
