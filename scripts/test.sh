@@ -19,6 +19,8 @@
 #              gets a fresh venv, the extension built, pytest and the Django suite on both
 #              backends.  The free-threaded run keeps the GIL off by the module's own
 #              declaration (no PYTHON_GIL, no warning filtered: a test asserts it).
+#   TSan       scripts/tsan.sh: a ThreadSanitizer build on the free-threaded CPython,
+#              the concurrency tests and a storm of every operation; any report fails
 #
 # Environment:
 #   FASTCACHE_SKIP_SANITIZE=1  skip the sanitizer stage (quick local runs; CI keeps it on)
@@ -232,4 +234,6 @@ else
         bash scripts/interpreters.sh ensure
     stage "CPython 3.14: pytest + Django suite" interpreter_suite 3.14
     stage "free-threaded CPython: pytest + Django suite" interpreter_suite ft
+    stage "free-threaded CPython under ThreadSanitizer: concurrency tests + storm" \
+        bash scripts/tsan.sh
 fi
