@@ -229,6 +229,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     StoreObject *store;
+    PyObject *retired;                /* free-threaded builds: stores replaced (handle_store) */
     PyObject *owner;                  /* weakref to the backend */
     PyObject *key_prefix;             /* as assigned */
     PyObject *version;                /* as assigned */

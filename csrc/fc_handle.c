@@ -59,15 +59,36 @@ static int handle_recheck(HandleObject *h)
     return 0;
 }
 
-/* The handle's store, with a reference of the caller's own: cache._cache
- * may be reassigned by another thread at any time. */
+/* The store an operation uses from start to end (handle_store; op_end
+ * when done).  cache._cache may be reassigned meanwhile, by a value's
+ * __reduce__ or by another thread, so the call must keep its store alive.
+ * Where the GIL is on it takes a reference of its own.  Without it, every
+ * thread's handle using one store would increment the store's reference
+ * count (shared, atomic) twice a call, and the threads would contend on
+ * that one cache line: so a free-threaded build takes none, and a handle
+ * keeps every store it was ever given alive instead (set_store retires the
+ * old one to h->retired, released with the handle).  Reassigning _cache is
+ * rare (tests, LocMemCache compatibility), so the list stays short. */
 static StoreObject *handle_store(HandleObject *h)
 {
     StoreObject *s;
     handle_lock(h);
+#ifdef Py_GIL_DISABLED
+    s = h->store;
+#else
     s = (StoreObject *)Py_NewRef(h->store);
+#endif
     handle_unlock(h);
     return s;
+}
+
+static inline void op_end(StoreObject *s)
+{
+#ifdef Py_GIL_DISABLED
+    (void)s;
+#else
+    Py_DECREF(s);
+#endif
 }
 
 /* Starts an operation: checks the fast paths, then returns the handle's
@@ -82,8 +103,13 @@ static StoreObject *op_begin(HandleObject *h)
     handle_lock(h);
     unsigned int seen = FC_LOAD(&h->seen_tag);
     stale = seen == 0 || h->owner_type == NULL || FC_LOAD(&h->owner_type->tp_version_tag) != seen;
+#ifdef Py_GIL_DISABLED
+    if (!stale)
+        s = h->store;
+#else
     if (!stale)
         s = (StoreObject *)Py_NewRef(h->store);
+#endif
     handle_unlock(h);
     if (!stale)
         return s;
@@ -138,12 +164,12 @@ static int get_one(HandleObject *self, fc_state *st, PyObject *key, PyObject *ve
 decode:
     made_key_release(&mk);
     *out = decode_copied(st, &c);
-    Py_DECREF(s);
+    op_end(s);
     return *out == NULL ? -1 : 1;
 release:
     made_key_release(&mk);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return res;
 }
 
@@ -223,7 +249,7 @@ static int set_one(HandleObject *self, PyObject *key, PyObject *value, PyObject 
     prepared pr;
     int rc = FC_ELOCK;
     if (prepare_store(self, s, key, value, timeout, version, &pr) < 0) {
-        Py_DECREF(s);
+        op_end(s);
         return -1;
     }
     if (raise_deferred(&pr) == 0 && store_lock(s) == 0) {
@@ -234,7 +260,7 @@ static int set_one(HandleObject *self, PyObject *key, PyObject *value, PyObject 
         store_unlock(s);
     }
     prepared_release(&pr);
-    Py_DECREF(s);
+    op_end(s);
     if (rc == FC_OK)
         return 0;
     if (rc != FC_ELOCK)
@@ -287,7 +313,7 @@ static PyObject *handle_add(HandleObject *self, PyObject *const *args, Py_ssize_
         result = PyBool_FromLong(rc);
     prepared_release(&pr);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -322,7 +348,7 @@ static PyObject *handle_touch(HandleObject *self, PyObject *const *args, Py_ssiz
         result = PyBool_FromLong(rc);
     prepared_release(&pr);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -358,7 +384,7 @@ static PyObject *handle_has_key(HandleObject *self, PyObject *const *args, Py_ss
 release:
     made_key_release(&mk);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -378,7 +404,7 @@ static int delete_one(HandleObject *self, PyObject *key, PyObject *version)
         }
         made_key_release(&mk);
     }
-    Py_DECREF(s);
+    op_end(s);
     return rc;
 }
 
@@ -417,7 +443,7 @@ static PyObject *handle_incr(HandleObject *self, PyObject *const *args, Py_ssize
     made_key mk;
     double now;
     if (make_key(self, s, args[0], args[2], &mk) < 0) {
-        Py_DECREF(s);
+        op_end(s);
         return NULL;
     }
     PyObject *result = NULL;
@@ -496,7 +522,7 @@ static PyObject *handle_incr(HandleObject *self, PyObject *const *args, Py_ssize
     }
 done:
     made_key_release(&mk);
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -647,7 +673,7 @@ static PyObject *handle_clear(HandleObject *self, PyObject *Py_UNUSED(ignored))
         fc_clear_lock_held(&s->table);
         store_unlock(s);
     }
-    Py_DECREF(s);
+    op_end(s);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -667,7 +693,7 @@ static PyObject *handle_make_key(HandleObject *self, PyObject *const *args, Py_s
         r = PyUnicode_DecodeUTF8(mk.p, (Py_ssize_t)mk.n, "surrogatepass");
         made_key_release(&mk);
     }
-    Py_DECREF(s);
+    op_end(s);
     return r;
 }
 
@@ -814,7 +840,11 @@ static PyObject *get_protocol(HandleObject *self, void *Py_UNUSED(closure))
 
 static PyObject *get_store(HandleObject *self, void *Py_UNUSED(closure))
 {
-    return (PyObject *)handle_store(self);
+    PyObject *s;
+    handle_lock(self);
+    s = Py_NewRef((PyObject *)self->store);
+    handle_unlock(self);
+    return s;
 }
 
 static int set_store(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
@@ -824,8 +854,21 @@ static int set_store(HandleObject *self, PyObject *value, void *Py_UNUSED(closur
         PyErr_SetString(PyExc_TypeError, "store must be a fastcache Store");
         return -1;
     }
+#ifdef Py_GIL_DISABLED
+    /* The old store stays alive with the handle: calls in flight use it
+     * without a reference of their own (handle_store). */
+    PyObject *old;
+    handle_lock(self);
+    old = (PyObject *)self->store;
+    self->store = (StoreObject *)Py_NewRef(value);
+    handle_unlock(self);
+    int rc = PyList_Append(self->retired, old);
+    Py_DECREF(old);
+    return rc;
+#else
     swap_field(self, (PyObject **)&self->store, value);
     return 0;
+#endif
 }
 
 #define OFF(field) ((void *)offsetof(HandleObject, field))
@@ -887,6 +930,13 @@ static PyObject *handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL)
         return NULL;
     self->store = (StoreObject *)Py_NewRef(store);
+#ifdef Py_GIL_DISABLED
+    self->retired = PyList_New(0);
+    if (self->retired == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+#endif
     self->owner = PyWeakref_NewRef(owner, NULL);
     self->max_entries = 300;
     self->cull_frequency = 3;
@@ -936,6 +986,7 @@ static void handle_dealloc(HandleObject *self)
     Py_CLEAR(self->prefix_bytes);
     Py_CLEAR(self->version_bytes);
     Py_CLEAR(self->store);
+    Py_CLEAR(self->retired);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
