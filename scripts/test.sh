@@ -10,8 +10,11 @@
 #   pytest     our test suite
 #   Django     Django's own cache test suite with LocMemCache replaced by FastCache, then
 #              by SharedMemoryCache
-#   wheels     scripts/wheels.sh: sdist, a manylinux wheel per CPython found (3.11-3.13),
-#              each installed into a fresh venv and used
+#   interpreters
+#              scripts/interpreters.sh ensure: the Debian forky root with CPython 3.14 and
+#              a free-threaded CPython, made once and cached outside the checkout
+#   wheels     scripts/wheels.sh: sdist, a manylinux wheel per CPython found (3.11-3.13,
+#              and 3.14 + 3.13t from the root), each installed into a fresh venv and used
 #   sanitize   a second venv with an ASan+UBSan build, pytest and the Django suite again
 #   3.14, free-threaded
 #              scripts/interpreters.sh makes (once; cached outside the checkout) a Debian
@@ -217,6 +220,11 @@ stage "lint: ruff + clang-format" lint
 stage "C table tests" c_tests
 stage "pytest" run_pytest "$VENV/bin/python"
 stage "Django cache suite" run_django_suite "$VENV/bin/python"
+# The interpreters root first: wheels.sh builds cp314 and cp313t wheels in it.
+if [ "$SKIP_INTERPRETERS" != "1" ]; then
+    stage "interpreters: Debian forky root, CPython 3.14, free-threaded CPython" \
+        bash scripts/interpreters.sh ensure
+fi
 stage "wheels: sdist, manylinux wheels, install check" bash scripts/wheels.sh
 if [ "$SKIP_SANITIZE" = "1" ]; then
     echo
@@ -230,8 +238,6 @@ if [ "$SKIP_INTERPRETERS" = "1" ]; then
     echo "WARNING: FASTCACHE_SKIP_INTERPRETERS=1: 3.14 and free-threaded stages skipped" >&2
     notes+=("3.14 and free-threaded stages (FASTCACHE_SKIP_INTERPRETERS=1)")
 else
-    stage "interpreters: Debian forky root, CPython 3.14, free-threaded CPython" \
-        bash scripts/interpreters.sh ensure
     stage "CPython 3.14: pytest + Django suite" interpreter_suite 3.14
     stage "free-threaded CPython: pytest + Django suite" interpreter_suite ft
     stage "free-threaded CPython under ThreadSanitizer: concurrency tests + storm" \
