@@ -862,9 +862,14 @@ static int set_store(HandleObject *self, PyObject *value, void *Py_UNUSED(closur
     old = (PyObject *)self->store;
     self->store = (StoreObject *)Py_NewRef(value);
     handle_unlock(self);
-    int rc = PyList_Append(self->retired, old);
-    Py_DECREF(old);
-    return rc;
+    /* The handle's reference to the old store moves to the list; out of
+     * memory, it is kept (leaked) rather than dropped under a call that may
+     * still be using the store. */
+    if (PyList_Append(self->retired, old) < 0)
+        PyErr_Clear();
+    else
+        Py_DECREF(old);
+    return 0;
 #else
     swap_field(self, (PyObject **)&self->store, value);
     return 0;
