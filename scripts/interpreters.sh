@@ -37,7 +37,9 @@ CACHE="${FASTCACHE_CACHE_DIR:-$HOME/.cache/django-fastcache}"
 CHROOT="$CACHE/forky"
 MIRROR="${FASTCACHE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 FT_PREFIX=/opt/python-ft
-# Bump when what the root must contain changes: a root made by an older script is rebuilt.
+# Bump when the root must be made anew (a root made by an older script is rebuilt, and the
+# free-threaded build in it with it); a package merely added to ROOT_PACKAGES is installed
+# into an existing root by `ensure` instead.
 ROOT_VERSION=3
 ROOT_PACKAGES=(
     python3.14 python3.14-dev python3.14-venv
@@ -46,6 +48,8 @@ ROOT_PACKAGES=(
     libssl-dev zlib1g-dev libffi-dev libsqlite3-dev libbz2-dev liblzma-dev libexpat1-dev
     # ThreadSanitizer runtime for FASTCACHE_SANITIZE=thread builds
     libtsan2
+    # the servers TieredCache's tests start on loopback ports of their own
+    redis-server memcached
 )
 
 log() { echo "interpreters: $*" >&2; }
@@ -92,6 +96,15 @@ exec chroot "$r" /usr/bin/env -i \
 EOS
 }
 
+# Packages installed into the root must not start their services (redis-server,
+# memcached): policy-rc.d's 101 is "action forbidden" for invoke-rc.d.
+no_services() {
+    [ -e "$1/usr/sbin/policy-rc.d" ] && return 0
+    mkdir -p "$1/usr/sbin"
+    printf '#!/bin/sh\nexit 101\n' >"$1/usr/sbin/policy-rc.d"
+    chmod 755 "$1/usr/sbin/policy-rc.d"
+}
+
 build_root() {
     local partial="$CHROOT.partial"
     safe_rm "$partial"
@@ -106,6 +119,7 @@ build_root() {
         >"$partial/etc/apt/sources.list"
     mkdir -p "$partial/etc/ssl/certs"
     cp /etc/ssl/certs/ca-certificates.crt "$partial/etc/ssl/certs/host-ca-certificates.crt"
+    no_services "$partial"
     log "apt: ${ROOT_PACKAGES[*]}"
     in_root "$partial" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "$@" >/dev/null && apt-get clean' \
@@ -160,6 +174,19 @@ ensure() {
         build_root
     else
         log "cached: $CHROOT ($(in_root "$CHROOT" python3.14 -V))"
+        # A package added to ROOT_PACKAGES since the root was made is installed into
+        # it here, without remaking the root or the free-threaded build.
+        local missing
+        missing="$(in_root "$CHROOT" sh -c 'for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || printf "%s " "$p"; done' \
+            _ "${ROOT_PACKAGES[@]}")"
+        if [ -n "$missing" ]; then
+            no_services "$CHROOT"
+            log "apt: $missing(added since the root was made)"
+            # shellcheck disable=SC2086  # a list of package names
+            in_root "$CHROOT" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq --no-install-recommends "$@" >/dev/null && apt-get clean' \
+                _ $missing >&2
+        fi
     fi
     if [ ! -e "$CHROOT$FT_PREFIX/.complete" ]; then
         build_ft
