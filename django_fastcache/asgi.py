@@ -119,10 +119,13 @@ async def _pass(
     body: list[bytes] = []
 
     async def capture(message: dict[str, Any]) -> None:
+        # The drop-ins store before the answer starts: only an answer with a
+        # page to compare is kept (a long streamed one never is).
         kind = message.get("type")
         if kind == "http.response.start":
-            start.append(message)
-        elif kind == "http.response.body":
+            if slot.pending:
+                start.append(message)
+        elif kind == "http.response.body" and start:
             body.append(message.get("body", b""))
         await send(message)
 
