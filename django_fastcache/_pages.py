@@ -291,12 +291,13 @@ def url_digest(uri: str) -> str:
 
 
 def request_url_digest(request: Any) -> str:
-    """md5 of request.build_absolute_uri(), computed once per request."""
-    d = request.__dict__
-    digest = d.get("_fastcache_url")
-    if digest is None:
-        digest = d["_fastcache_url"] = url_digest(request.build_absolute_uri())
-    return digest
+    """md5 of request.build_absolute_uri(), as Django hashes it.
+
+    Computed afresh on every call, as Django does: a middleware between the
+    two phases may change what the URI is.  A lookup hashes it once for both
+    of its keys (Django builds it twice).
+    """
+    return url_digest(request.build_absolute_uri())
 
 
 _MISSING = object()

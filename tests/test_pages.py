@@ -115,7 +115,7 @@ def normalise(method: str, status: int, headers: list, body: bytes) -> tuple:
         if lower in _CLOCK_HEADERS:
             value = "<clock>"
         elif lower == "age":
-            assert 0 <= int(value) <= 2, value
+            assert 0 <= int(value) < 60, value  # a slow machine: seconds
             value = "<age>"
         elif lower == "set-cookie":
             value = _SESSION_VALUE.sub(r"\1<s>", _COOKIE_DATE.sub(r"\1<clock>", value))

@@ -122,7 +122,7 @@ def test_djangos_own_readers_get_an_http_response(site):
     assert hit is not None and hit.status_code == 200
     assert hit.content == b"set-cookie 1"
     assert hit["Cache-Control"] == "max-age=60"
-    assert hit["Age"] in {"6", "7", "8"}
+    assert hit["Age"] == "7"
     assert hit.cookies["flavour"].value == "oat"
     assert hit.cookies["flavour"]["httponly"] is True
     # And it pickles back to the same entry.
