@@ -97,20 +97,48 @@ class Front:
             for c in classes
         )
         # The key ends with the request's language and time zone.  The front
-        # computes the defaults; a language LocaleMiddleware would choose from
-        # the URL, a cookie or Accept-Language is not reproduced: with it
-        # installed (and USE_I18N), everything goes to Django.
-        suffix = ""
+        # computes the defaults, or with Django's own LocaleMiddleware (not a
+        # subclass, which may choose otherwise) the language it would choose
+        # from the URL prefix, the language cookie or Accept-Language.
+        self.locale = False
+        lang_part = ""
         if settings.USE_I18N:
-            if any(
-                isinstance(c, type) and issubclass(c, LocaleMiddleware) for c in classes
-            ):
-                self.usable = False
-            suffix = f".{settings.LANGUAGE_CODE}"
-        if settings.USE_TZ:
-            suffix += f".{get_default_timezone_name()}"
-        self.suffix = suffix
+            locales = [
+                c
+                for c in classes
+                if isinstance(c, type) and issubclass(c, LocaleMiddleware)
+            ]
+            if locales:
+                self.locale = True
+                if any(c is not LocaleMiddleware for c in locales):
+                    self.usable = False
+            lang_part = f".{settings.LANGUAGE_CODE}"
+        self.tz_part = f".{get_default_timezone_name()}" if settings.USE_TZ else ""
+        self.suffix = lang_part + self.tz_part
+        self.root_urlconf = settings.ROOT_URLCONF
+        self.language_code = settings.LANGUAGE_CODE
         self.page_head = f"views.decorators.cache.cache_page.{self.key_prefix}."
+
+    def suffix_for(self, meta: Any, path_info: str, raw_cookie: str) -> str:
+        """The language and time zone part of this request's keys."""
+        if not self.locale:
+            return self.suffix
+        # LocaleMiddleware.process_request, on a stand-in request.
+        from django.conf.urls.i18n import is_language_prefix_patterns_used
+        from django.http.cookie import parse_cookie
+        from django.utils import translation
+
+        probe = _LanguageProbe(meta, path_info, parse_cookie(raw_cookie))
+        i18n_patterns_used, prefixed_default = is_language_prefix_patterns_used(
+            self.root_urlconf
+        )
+        language = translation.get_language_from_request(
+            probe, check_path=i18n_patterns_used
+        )
+        from_path = translation.get_language_from_path(path_info)
+        if not from_path and i18n_patterns_used and not prefixed_default:
+            language = self.language_code
+        return f".{translation.to_language(language)}{self.tz_part}"
 
     # --- keys ---------------------------------------------------------------
 
@@ -136,7 +164,7 @@ class Front:
             for name in _CONDITIONAL:
                 if name in meta:
                     return None
-        if self.suffix and _pages.LOCALE_SEEN.other:
+        if _pages.LOCALE_SEEN.other and (self.suffix or self.locale):
             return None
         if (
             path[:1] != "/"
@@ -174,11 +202,10 @@ class Front:
             uri = f"{scheme}://{host}{path}"
         return _pages.url_digest(uri)
 
-    def lookup(self, meta: Any, method: str, url: str) -> tuple | None:
+    def lookup(self, meta: Any, method: str, url: str, suffix: str) -> tuple | None:
         """The servable entry for this request, or None."""
         cache = self.cache
         prefix = self.key_prefix
-        suffix = self.suffix
         headerlist = cache.get(_pages.header_key(prefix, url, suffix))
         if type(headerlist) is not list:
             return None
@@ -196,21 +223,33 @@ class Front:
     # --- deferred stores ------------------------------------------------------
 
     def finish(
-        self, slot: _pages.Slot, method: str, url: str | None, same_answer: Any
+        self,
+        slot: _pages.Slot,
+        method: str,
+        url: str | None,
+        suffix: str,
+        same_answer: Any,
     ) -> None:
-        """Make the page stores the drop-ins left in slot.
+        """Make the page stores the drop-ins left in slot, and check the
+        language and time zone they keyed this request with.
 
         same_answer(entry, response) tells whether the answer that left
-        Django was exactly this entry.
+        Django was exactly this entry.  A key suffix other than the one the
+        front computed for the request (a project choosing languages or time
+        zones its own way) turns the front off in this process.
         """
+        for used in slot.suffixes:
+            if used != suffix:
+                _pages.LOCALE_SEEN.other = True
         head = f"{self.page_head}{method}.{url}." if url is not None else None
         for cache, alias, key, entry, timeout, response in slot.pending:
             servable = (
                 head is not None
+                and not _pages.LOCALE_SEEN.other
                 and alias == self.alias
                 and key.startswith(head)
-                and len(key) == len(head) + 32 + len(self.suffix)
-                and key.endswith(self.suffix)
+                and len(key) == len(head) + 32 + len(suffix)
+                and key.endswith(suffix)
                 and same_answer(entry, response)
             )
             cache.set(
@@ -218,6 +257,17 @@ class Front:
                 _pages.with_front(entry) if servable else _pages._load_page(entry),
                 timeout,
             )
+
+
+class _LanguageProbe:
+    """What get_language_from_request reads of a request."""
+
+    __slots__ = ("COOKIES", "META", "path_info")
+
+    def __init__(self, meta: Any, path_info: str, cookies: dict[str, str]) -> None:
+        self.META = meta
+        self.path_info = path_info
+        self.COOKIES = cookies
 
 
 def wsgi_headers(entry: tuple, age: int | None) -> list[tuple[str, str]]:

@@ -305,7 +305,11 @@ _MISSING = object()
 
 class _LocaleSeen:
     """Whether this process saw a page keyed with a language or time zone the
-    front would not compute (a project activating them in its own code)."""
+    front would not compute (a project activating them in its own code): a
+    language activated without LocaleMiddleware, a time zone other than
+    TIME_ZONE, or a key suffix other than the front's for a request it passed
+    on (_front.Front.finish).  The fronts of the process then pass every
+    request to Django."""
 
     other = False
 
@@ -319,10 +323,11 @@ def request_suffix(request: Any) -> str:
     if settings.USE_I18N:
         language = getattr(request, "LANGUAGE_CODE", _MISSING)
         if language is _MISSING:
+            # Not LocaleMiddleware's choice: some code activated it.
             language = get_language()
+            if language != settings.LANGUAGE_CODE:
+                LOCALE_SEEN.other = True
         suffix = f".{language}"
-        if language != settings.LANGUAGE_CODE:
-            LOCALE_SEEN.other = True
     if settings.USE_TZ:
         tz = get_current_timezone_name()
         suffix += f".{tz}"
@@ -358,10 +363,11 @@ class Slot:
     the page stores they deferred to it (see middleware.UpdateCacheMiddleware
     and wsgi.serve_cached)."""
 
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "suffixes")
 
     def __init__(self) -> None:
         self.pending: list[tuple] = []
+        self.suffixes: list[str] = []
 
 
 def slot_of(request: Any) -> Slot | None:
@@ -372,3 +378,10 @@ def slot_of(request: Any) -> Slot | None:
         return None
     slot = carrier.get(FRONT_SLOT)
     return slot if type(slot) is Slot else None
+
+
+def record_suffix(request: Any, suffix: str) -> None:
+    """Tell a front that passed this request on which suffix keyed it."""
+    slot = slot_of(request)
+    if slot is not None:
+        slot.suffixes.append(suffix)

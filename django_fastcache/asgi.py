@@ -77,10 +77,23 @@ def serve_cached(
         )
         if url is None:
             return await application(scope, receive, send)
-        entry = front.lookup(meta, method, url)
+        if front.locale:
+            # ASGIRequest.path_info: the path without the script prefix.
+            path = scope.get("path", "")
+            script = front.force_script_name or scope.get("root_path", "") or ""
+            suffix = front.suffix_for(
+                meta,
+                path.removeprefix(script) if script else path,
+                meta.get("HTTP_COOKIE", ""),
+            )
+        else:
+            suffix = front.suffix
+        entry = front.lookup(meta, method, url, suffix)
         if entry is not None:
             return await serve_entry(entry, method, send)
-        return await _pass(front, application, scope, receive, send, method, url)
+        return await _pass(
+            front, application, scope, receive, send, method, url, suffix
+        )
 
     fastcache_front.front = front  # type: ignore[attr-defined]
     return fastcache_front
@@ -111,6 +124,7 @@ async def _pass(
     send: Send,
     method: str,
     url: str,
+    suffix: str,
 ) -> None:
     slot = _pages.Slot()
     scope = dict(scope)
@@ -132,7 +146,7 @@ async def _pass(
     try:
         await application(scope, receive, capture)
     finally:
-        if slot.pending:
+        if slot.pending or slot.suffixes:
 
             def same_answer(entry: tuple, response: Any) -> bool:
                 return (
@@ -143,4 +157,4 @@ async def _pass(
                     and b"".join(body) == entry[_pages.E_BODY]
                 )
 
-            front.finish(slot, method, url, same_answer)
+            front.finish(slot, method, url, suffix, same_answer)

@@ -57,6 +57,7 @@ def learn_cache_key(
     the URI hashed once per request."""
     url = _pages.request_url_digest(request)
     suffix = _pages.request_suffix(request)
+    _pages.record_suffix(request, suffix)
     headerlist = _pages.headerlist_of(response)
     cache.set(_pages.header_key(key_prefix, url, suffix), headerlist, cache_timeout)
     return _pages.page_key(
@@ -148,6 +149,7 @@ class FetchFromCacheMiddleware(dj.FetchFromCacheMiddleware):
         key_prefix = self.key_prefix
         url = _pages.request_url_digest(request)
         suffix = _pages.request_suffix(request)
+        _pages.record_suffix(request, suffix)
         headerlist = cache.get(_pages.header_key(key_prefix, url, suffix))
         if headerlist is None:
             request._cache_update_cache = True

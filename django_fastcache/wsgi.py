@@ -63,10 +63,21 @@ def serve_cached(
         )
         if url is None:
             return application(environ, start_response)
-        entry = front.lookup(environ, method, url)
+        if front.locale:
+            suffix = front.suffix_for(
+                environ,
+                environ.get("PATH_INFO") or "/",
+                # WSGIRequest.COOKIES: the header's bytes read as UTF-8.
+                environ.get("HTTP_COOKIE", "")
+                .encode("iso-8859-1")
+                .decode(errors="replace"),
+            )
+        else:
+            suffix = front.suffix
+        entry = front.lookup(environ, method, url, suffix)
         if entry is not None:
             return serve(entry, method, start_response)
-        return _pass(front, application, environ, start_response, method, url)
+        return _pass(front, application, environ, start_response, method, url, suffix)
 
     fastcache_front.front = front  # type: ignore[attr-defined]
     return fastcache_front
@@ -93,6 +104,7 @@ def _pass(
     start_response: StartResponse,
     method: str,
     url: str,
+    suffix: str,
 ) -> Any:
     slot = _pages.Slot()
     environ[_pages.FRONT_SLOT] = slot
@@ -106,7 +118,7 @@ def _pass(
     try:
         result = application(environ, capture)
     finally:
-        if slot.pending:
+        if slot.pending or slot.suffixes:
 
             def same_answer(entry: tuple, response: Any) -> bool:
                 return (
@@ -117,5 +129,5 @@ def _pass(
                     and response.content == entry[_pages.E_BODY]
                 )
 
-            front.finish(slot, method, url, same_answer)
+            front.finish(slot, method, url, suffix, same_answer)
     return result

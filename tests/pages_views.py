@@ -12,6 +12,7 @@ import sys
 import types
 from collections import Counter
 
+from django.conf.urls.i18n import i18n_patterns
 from django.http import HttpResponse, StreamingHttpResponse
 from django.template import engines
 from django.template.response import TemplateResponse
@@ -223,11 +224,30 @@ _common = [
 ]
 
 
-def _module(name: str, decorator) -> None:
+def _module(name: str, decorator, prefixed: bool = False) -> None:
     module = types.ModuleType(name)
-    module.urlpatterns = _common + _decorated(decorator)  # type: ignore[attr-defined]
+    patterns = _common + _decorated(decorator)
+    if prefixed:  # /plain/ in the default language, /es/plain/ in Spanish
+        patterns = i18n_patterns(*patterns, prefix_default_language=False)
+    module.urlpatterns = patterns  # type: ignore[attr-defined]
     sys.modules[name] = module
 
 
 _module("pages_views_django", django_cache_page)
 _module("pages_views_ours", our_cache_page)
+_module("pages_views_django_i18n", django_cache_page, prefixed=True)
+_module("pages_views_ours_i18n", our_cache_page, prefixed=True)
+
+
+def language_from_header(get_response):
+    """A project middleware choosing the language its own way (not LocaleMiddleware)."""
+
+    def middleware(request):
+        request.LANGUAGE_CODE = request.headers.get("X-Lang", "en")
+        translation.activate(request.LANGUAGE_CODE)
+        try:
+            return get_response(request)
+        finally:
+            translation.deactivate()
+
+    return middleware

@@ -379,8 +379,16 @@ def test_stub_files_are_shipped_next_to_the_modules():
     import django_fastcache
 
     package = os.path.dirname(django_fastcache.__file__)
-    for name in ("__init__.pyi", "backend.pyi", "_fastcache.pyi", "middleware.pyi",
-                 "decorators.pyi", "wsgi.pyi", "asgi.pyi", "py.typed"):
+    for name in (
+        "__init__.pyi",
+        "backend.pyi",
+        "_fastcache.pyi",
+        "middleware.pyi",
+        "decorators.pyi",
+        "wsgi.pyi",
+        "asgi.pyi",
+        "py.typed",
+    ):
         assert os.path.isfile(os.path.join(package, name)), name
 
 
@@ -411,7 +419,8 @@ def test_stubs_list_the_runtime_names():
     for module in (middleware, decorators, wsgi, asgi):
         stub = module.__name__.rpartition(".")[2] + ".pyi"
         public = {
-            n for n, v in vars(module).items()
+            n
+            for n, v in vars(module).items()
             if not n.startswith("_")
             and getattr(v, "__module__", None) == module.__name__
         }

@@ -430,7 +430,25 @@ SCENARIOS["early-placement"] = (
     ],
 )
 EARLY_SCENARIOS = {"early-placement"}
-LOCALE_SCENARIOS = {"i18n-locale"}
+# URLs prefixed by language (i18n_patterns, default language unprefixed).
+SCENARIOS["i18n-patterns"] = (
+    {"USE_I18N": True},
+    [
+        req("/plain/"),
+        req("/plain/"),
+        req("/es/plain/"),
+        req("/es/plain/"),
+        req("/plain/", COOKIE="django_language=es"),
+        req("/plain/", ACCEPT_LANGUAGE="es"),
+        req("/es/plain/", ACCEPT_LANGUAGE="en"),
+        req("/es/vary/language/", ACCEPT_LANGUAGE="en"),
+        req("/es/vary/language/", ACCEPT_LANGUAGE="en"),
+        req("/en/plain/"),
+        req("/fr/plain/"),
+    ],
+)
+PREFIXED_SCENARIOS = {"i18n-patterns"}
+LOCALE_SCENARIOS = {"i18n-locale", "i18n-patterns"}
 TZ_SCENARIO = (
     {},
     [
@@ -457,12 +475,14 @@ FRONT_HITS = {
     "i18n-default",
     "no-tz",
     "early-placement",
+    "i18n-locale",
+    "i18n-patterns",
 }
-# Scenarios the front must pass to Django entirely: nothing shareable, a
-# language chosen by LocaleMiddleware, a time zone chosen by a project
-# middleware.  (In "cache-page" the site-wide pair also stores the final
-# answers of the cache_page views, under its own prefix: those the front serves.)
-FRONT_NEVER = {"never-stored", "i18n-locale", "tz-middleware"}
+# Scenarios the front must pass to Django entirely: nothing shareable, a time
+# zone chosen by a project middleware.  (In "cache-page" the site-wide pair
+# also stores the final answers of the cache_page views, under its own prefix:
+# those the front serves.)
+FRONT_NEVER = {"never-stored", "tz-middleware"}
 
 
 def _site_settings(scenario: str, ours: bool, cache: dict[str, Any]) -> dict[str, Any]:
@@ -479,7 +499,8 @@ def _site_settings(scenario: str, ours: bool, cache: dict[str, Any]) -> dict[str
     return {
         **BASE_SETTINGS,
         **extra,
-        "ROOT_URLCONF": "pages_views_ours" if ours else "pages_views_django",
+        "ROOT_URLCONF": ("pages_views_ours" if ours else "pages_views_django")
+        + ("_i18n" if scenario in PREFIXED_SCENARIOS else ""),
         "MIDDLEWARE": middleware,
         "CACHES": {"default": cache},
     }
@@ -487,11 +508,14 @@ def _site_settings(scenario: str, ours: bool, cache: dict[str, Any]) -> dict[str
 
 def _requests(scenario: str) -> list[tuple]:
     out = []
+    sessions: dict[str, str] = {}  # one cookie per session for the whole run
     for method, path, query, headers in SCENARIOS[scenario][1]:
         fixed = []
         for name, value in headers:
             if value.startswith("<session "):
-                value = session_cookie(int(value[9:-1]))
+                if value not in sessions:
+                    sessions[value] = session_cookie(int(value[9:-1]))
+                value = sessions[value]
             fixed.append((name, value))
         out.append((method, path, query, tuple(fixed)))
     return out
@@ -508,6 +532,9 @@ def run_site(scenario: str, system: str, protocol: str, cache: dict[str, Any]) -
     with override_settings(**_site_settings(scenario, ours, cache)):
         caches["default"].clear()
         pages_views.RENDERS.clear()
+        # django.utils.translation binds its functions to trans_real or
+        # trans_null at first use, by USE_I18N: these sites switch it.
+        translation._trans.__dict__.clear()
         # A language or time zone activated by an earlier site stays active in
         # this thread (as it would in a server's worker thread): start clean.
         translation.deactivate()

@@ -23,6 +23,7 @@ from django.core.signals import request_started
 from django.middleware.cache import FetchFromCacheMiddleware as DjangoFetch
 from django.template.response import TemplateResponse
 from django.test import RequestFactory, override_settings
+from django.utils import translation
 from django.utils.cache import get_cache_key
 
 from django_fastcache import _pages
@@ -51,6 +52,7 @@ def site(request, tmp_path, monkeypatch):
         calls.append(1)
 
     with override_settings(**settings):
+        translation._trans.__dict__.clear()  # bound by USE_I18N at first use
         caches["default"].clear()
         pages_views.RENDERS.clear()
         _pages.LOCALE_SEEN.other = False
@@ -247,3 +249,42 @@ def test_cache_middleware_keeps_djangos_constructor(site):
     assert isinstance(middleware, dj.UpdateCacheMiddleware)
     assert middleware.cache_timeout == 5 and middleware.key_prefix == ""
     assert middleware.cache_alias == "default" and middleware.page_timeout is None
+
+
+def test_front_checks_the_language_the_drop_ins_keyed_with(tmp_path, monkeypatch):
+    """A project middleware setting request.LANGUAGE_CODE itself: a request
+    the front passes on whose key has another language than the front
+    computed turns the front off in this process.  (Before such a request has
+    reached Django, the front cannot know: README, Cached pages.)"""
+    monkeypatch.setenv("DJANGO_FASTCACHE_SHM_DIR", str(tmp_path))
+    settings = tp._site_settings("i18n-default", True, tp.cache_config("fastcache"))
+    middleware = settings["MIDDLEWARE"]
+    settings["MIDDLEWARE"] = [
+        *middleware[:-1],
+        "pages_views.language_from_header",
+        middleware[-1],
+    ]
+    calls: list[int] = []
+
+    def count(**kwargs):
+        calls.append(1)
+
+    with override_settings(**settings):
+        translation._trans.__dict__.clear()  # bound by USE_I18N at first use
+        pages_views.RENDERS.clear()
+        _pages.LOCALE_SEEN.other = False
+        request_started.connect(count)
+        try:
+            app = wsgi_front(WSGIHandler())
+            english = [tp.call_wsgi(app, tp.req("/plain/")) for _ in range(2)]
+            assert len(calls) == 1 and english[0][2] == english[1][2]  # a front hit
+            assert _pages.LOCALE_SEEN.other is False
+            spanish = tp.call_wsgi(app, tp.req("/plain/", "x=1", X_LANG="es"))
+            assert spanish[2] == b"plain 2 x=1" and len(calls) == 2
+            assert _pages.LOCALE_SEEN.other is True
+            assert tp.call_wsgi(app, tp.req("/plain/"))[2] == b"plain 1 "
+            assert len(calls) == 3  # Django answers (from the cache) from now on
+        finally:
+            request_started.disconnect(count)
+            _pages.LOCALE_SEEN.other = False
+            caches["default"].clear()
