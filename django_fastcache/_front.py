@@ -6,7 +6,11 @@ FetchFromCacheMiddleware would, and the page was marked servable; otherwise
 it passes the request to Django untouched.  This module owns:
 
 * the settings snapshot taken when the front is made (hosts, proxy headers,
-  key prefix, the language/time zone suffix, middleware that change hits);
+  key prefix, the time zone, middleware that change hits);
+* the language part of the key: LANGUAGE_CODE, or what Django's
+  LocaleMiddleware would choose, computed with Django's functions; and the
+  check that the drop-ins keyed each request the front passed on with the
+  suffix the front computed (else the front turns itself off: _pages.LOCALE_SEEN);
 * the absolute URI from request parts, for the URIs Django leaves unchanged
   (a conservative set of ASCII characters; anything else falls through);
 * the two lookups (header list, then page) and the Age header;
@@ -25,10 +29,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf.urls.i18n import is_language_prefix_patterns_used
 from django.core.exceptions import ImproperlyConfigured
+from django.http.cookie import parse_cookie
+from django.utils import translation
 
 from . import _pages
-from ._pages import E_BODY, E_FRONT, E_HEADERS, E_LAYOUT, E_SET_COOKIE, E_STATUS
+from ._pages import E_FRONT, E_HEADERS, E_LAYOUT, E_SET_COOKIE
 from .backend import FastCache
 
 # Characters for which escape_uri_path() (path) and iri_to_uri() (path and
@@ -124,10 +131,6 @@ class Front:
         if not self.locale:
             return self.suffix
         # LocaleMiddleware.process_request, on a stand-in request.
-        from django.conf.urls.i18n import is_language_prefix_patterns_used
-        from django.http.cookie import parse_cookie
-        from django.utils import translation
-
         probe = _LanguageProbe(meta, path_info, parse_cookie(raw_cookie))
         i18n_patterns_used, prefixed_default = is_language_prefix_patterns_used(
             self.root_urlconf
@@ -299,4 +302,4 @@ def asgi_headers(entry: tuple, age: int | None) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-__all__ = ["E_BODY", "E_STATUS", "Front", "asgi_headers", "wsgi_headers"]
+__all__ = ["Front", "asgi_headers", "wsgi_headers"]

@@ -12,8 +12,8 @@ Django's classes, which these subclass.  process_response makes Django's
 decisions line for line; only how a page is stored and read back differs, and
 only on a FastCache or SharedMemoryCache alias: the page is stored as a
 compact entry (_pages.CachedPage) instead of a pickled HttpResponse, the
-absolute URI is hashed once per request, and a hit is rebuilt from the entry
-without unpickling a response.  On any other backend every method is
+absolute URI is hashed once per lookup (Django builds it for each key), and a
+hit is rebuilt from the entry without unpickling a response.  On any other backend every method is
 Django's own.
 
 Purging is Django's: ``cache.delete(get_cache_key(request, key_prefix))``
@@ -54,7 +54,7 @@ def learn_cache_key(
     cache: Any,
 ) -> str:
     """django.utils.cache.learn_cache_key for a known prefix and cache, with
-    the URI hashed once per request."""
+    the URI hashed once for both keys."""
     url = _pages.request_url_digest(request)
     suffix = _pages.request_suffix(request)
     _pages.record_suffix(request, suffix)
