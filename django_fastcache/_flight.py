@@ -18,6 +18,13 @@ default(), add, get), only the call of default() is arbitrated:
   deleted by its owner while it cannot have expired, so a successor's lease
   is never deleted.
 
+Serve-stale (``stale`` seconds > 0): the value the computing caller stores
+gets a grace of ``stale`` seconds past its expiry in the table (add_stale),
+during which plain gets still miss but get_stale serves it.  A caller that
+misses and finds such a value tries to claim the key without waiting (the
+in-process claim, then the lease): the one that gets it recomputes; every
+other caller returns the stale value at once.
+
 Hits never get here: get_or_set returns on the first get.
 """
 
@@ -38,6 +45,7 @@ STAT_NAMES = (
     "single_flight_waits",
     "single_flight_lock_timeouts",
     "single_flight_takeovers",
+    "single_flight_stale_serves",
 )
 
 
@@ -168,6 +176,16 @@ class _LeaseAttempt:
             self.waited = True
             self.deadline = time.monotonic() + self.limit
             _count(self.store, "single_flight_waits")
+        return self.take_over()
+
+    def claim_once(self) -> _Lease | None:
+        """The lease if this process now holds it, taken over from a dead
+        holder if need be; never waits, counts nothing (serve-stale)."""
+        if self.leases.add(self.key, self.value, timeout=self.limit):
+            return _Lease(self.leases, self.key, self.value, self.limit)
+        return self.take_over()
+
+    def take_over(self) -> _Lease | None:
         holder = self.leases.get(self.key)
         if (
             isinstance(holder, tuple)
@@ -194,35 +212,104 @@ class _LeaseAttempt:
         return delay
 
 
-def _compute(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -> Any:
+def _compute(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+             stale: float) -> Any:
     _count(cache._fc.store, "single_flight_computations")
     value = default()
-    cache.add(key, value, timeout=timeout, version=version)
+    if stale:
+        cache._fc.add_stale(key, value, timeout, version, stale)
+    else:
+        cache.add(key, value, timeout=timeout, version=version)
     return cache.get(key, value, version=version)
 
 
 async def _acompute(cache: Any, key: Any, default: Any, timeout: Any,
-                    version: Any) -> Any:
+                    version: Any, stale: float) -> Any:
     _count(cache._fc.store, "single_flight_computations")
     value = default()
-    await cache.aadd(key, value, timeout=timeout, version=version)
+    if stale:
+        cache._fc.add_stale(key, value, timeout, version, stale)
+    else:
+        await cache.aadd(key, value, timeout=timeout, version=version)
     return await cache.aget(key, value, version=version)
 
 
-def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -> Any:
+class _StaleClaim:
+    """Serve-stale: the claim of a caller that found an expired value within
+    its grace, taken without waiting, or None when another caller holds it
+    (then this caller serves the stale value)."""
+
+    __slots__ = ("ident", "flight", "lease")
+
+    def __init__(self, ident: tuple[int, str], flight: _Flight,
+                 lease: _Lease | None) -> None:
+        self.ident = ident
+        self.flight = flight
+        self.lease = lease
+
+    @staticmethod
+    def take(cache: Any, ident: tuple[int, str], made: str) -> _StaleClaim | None:
+        flight, owner = _enter(ident)
+        if not owner:
+            return None
+        lease = None
+        if cache._shared:
+            try:
+                lease = _LeaseAttempt(cache, made).claim_once()
+            except BaseException:
+                _leave(ident, flight, True)
+                raise
+            if lease is None:  # another process recomputes
+                _leave(ident, flight, False)
+                return None
+        return _StaleClaim(ident, flight, lease)
+
+    def release(self, failed: bool) -> None:
+        if self.lease is not None:
+            self.lease.release()
+        _leave(self.ident, self.flight, failed)
+
+
+def _stale_value(cache: Any, key: Any, version: Any) -> tuple[Any, bool] | None:
+    got = cache._fc.get_stale(key, _NOTHING, version)
+    return None if got is _NOTHING else got
+
+
+_NOTHING = object()
+
+
+def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+               stale: float = 0.0) -> Any:
     """The miss path of FastCache.get_or_set with a callable default."""
     missing = cache._missing_key
     store = cache._fc.store
     made = cache.make_key(key, version=version)
     ident = (id(store), made)
     shared = cache._shared
+    if stale:
+        got = _stale_value(cache, key, version)
+        if got is not None:
+            value, is_stale = got
+            if not is_stale:  # stored meanwhile
+                return value
+            claim = _StaleClaim.take(cache, ident, made)
+            if claim is None:
+                _count(store, "single_flight_stale_serves")
+                return value
+            failed = True
+            try:
+                result = _compute(cache, key, default, timeout, version, stale)
+                failed = False
+                return result
+            finally:
+                claim.release(failed)
     while True:
         flight, owner = _enter(ident)
         if not owner:
             _count(store, "single_flight_waits")
             if not flight.event.wait(cache._lock_timeout):
                 _count(store, "single_flight_lock_timeouts")
-                return _compute(cache, key, default, timeout, version)
+                return _compute(cache, key, default, timeout, version, stale)
             value = cache.get(key, missing, version=version)
             if value is not missing:
                 return value
@@ -230,7 +317,7 @@ def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -
                 _count(store, "single_flight_takeovers")
                 continue
             # Stored already expired (timeout <= 0), or evicted: as Django.
-            return _compute(cache, key, default, timeout, version)
+            return _compute(cache, key, default, timeout, version, stale)
         failed = True
         lease = None
         try:
@@ -255,7 +342,7 @@ def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -
                     if attempt.timed_out():
                         break
                     time.sleep(attempt.next_delay())
-            result = _compute(cache, key, default, timeout, version)
+            result = _compute(cache, key, default, timeout, version, stale)
             failed = False
             return result
         finally:
@@ -265,13 +352,30 @@ def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -
 
 
 async def aget_or_set(cache: Any, key: Any, default: Any, timeout: Any,
-                      version: Any) -> Any:
+                      version: Any, stale: float = 0.0) -> Any:
     """The miss path of FastCache.aget_or_set with a callable default."""
     missing = cache._missing_key
     store = cache._fc.store
     made = cache.make_key(key, version=version)
     ident = (id(store), made)
     shared = cache._shared
+    if stale:
+        got = _stale_value(cache, key, version)
+        if got is not None:
+            value, is_stale = got
+            if not is_stale:
+                return value
+            claim = _StaleClaim.take(cache, ident, made)
+            if claim is None:
+                _count(store, "single_flight_stale_serves")
+                return value
+            failed = True
+            try:
+                result = await _acompute(cache, key, default, timeout, version, stale)
+                failed = False
+                return result
+            finally:
+                claim.release(failed)
     while True:
         flight, owner = _enter(ident)
         if not owner:
@@ -285,14 +389,14 @@ async def aget_or_set(cache: Any, key: Any, default: Any, timeout: Any,
                 delay = min(delay * 2, _POLL_MAX)
             if not flight.event.is_set():
                 _count(store, "single_flight_lock_timeouts")
-                return await _acompute(cache, key, default, timeout, version)
+                return await _acompute(cache, key, default, timeout, version, stale)
             value = await cache.aget(key, missing, version=version)
             if value is not missing:
                 return value
             if flight.failed:
                 _count(store, "single_flight_takeovers")
                 continue
-            return await _acompute(cache, key, default, timeout, version)
+            return await _acompute(cache, key, default, timeout, version, stale)
         failed = True
         lease = None
         try:
@@ -316,7 +420,7 @@ async def aget_or_set(cache: Any, key: Any, default: Any, timeout: Any,
                     if attempt.timed_out():
                         break
                     await asyncio.sleep(attempt.next_delay())
-            result = await _acompute(cache, key, default, timeout, version)
+            result = await _acompute(cache, key, default, timeout, version, stale)
             failed = False
             return result
         finally:
