@@ -13,6 +13,10 @@ Two scenarios, each run for several rounds (backends interleaved per round):
   threads each, on the same key at the same moment (SharedMemoryCache is one
   table for all of them; LocMemCache and FastCache are one per process).
 
+With serve-stale (the "+ stale" rows), the key holds a value that expired
+within its grace (get_or_set(..., stale=60)): one caller recomputes, every
+other caller is answered at once with the expired value.
+
 compute() counts its runs in a shared counter and takes --compute-ms:
 sleeping (--work sleep: a slow query, the database doing the work) or
 burning CPU in Python (--work cpu: a render, the callers' own cores and GIL
@@ -41,7 +45,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.append(REPO_ROOT)
 
-BACKENDS = {
+BACKENDS = {  # the serve-stale rows use FastCache and SharedMemoryCache
     "LocMemCache": "django.core.cache.backends.locmem.LocMemCache",
     "FastCache": "django_fastcache.FastCache",
     "SharedMemoryCache": "django_fastcache.SharedMemoryCache",
@@ -67,13 +71,26 @@ def make_cache(name: str, location: str) -> Any:
     return cls(location, {"TIMEOUT": 300, "OPTIONS": {"MAX_ENTRIES": 1000}})
 
 
+STALE = 60.0
+
+
+def seed_stale(cache: Any, key: str) -> None:
+    """An expired value within its serve-stale grace under key."""
+    cache.get_or_set(key, lambda: "stale", timeout=0.05, stale=STALE)
+    time.sleep(0.06)
+    assert cache.get(key) is None
+
+
 def herd(cache: Any, key: str, nthreads: int, compute_s: float, runs: Any,
-         start_at: float) -> list[float]:
-    """nthreads threads call get_or_set at start_at; their latencies (s)."""
-    latencies: list[float] = []
+         start_at: float, stale: bool = False) -> list[tuple[float, bool]]:
+    """nthreads threads call get_or_set at start_at; their latencies (s), and
+    whether each ran compute()."""
+    latencies: list[tuple[float, bool]] = []  # (seconds, this caller computed)
     lock = threading.Lock()
+    mine = threading.local()
 
     def compute() -> str:
+        mine.computed = True
         with runs.get_lock():
             runs.value += 1
         if WORK == "sleep":
@@ -85,15 +102,19 @@ def herd(cache: Any, key: str, nthreads: int, compute_s: float, runs: Any,
         return "rendered"
 
     def caller() -> None:
+        mine.computed = False
         delay = start_at - time.time()
         if delay > 0:
             time.sleep(delay)
         t0 = time.perf_counter()
-        value = cache.get_or_set(key, compute, 300)
+        if stale:
+            value = cache.get_or_set(key, compute, 300, stale=STALE)
+        else:
+            value = cache.get_or_set(key, compute, 300)
         elapsed = time.perf_counter() - t0
-        assert value == "rendered", value
+        assert value == "rendered" or (stale and value == "stale"), value
         with lock:
-            latencies.append(elapsed)
+            latencies.append((elapsed, mine.computed))
 
     threads = [threading.Thread(target=caller) for _ in range(nthreads)]
     for t in threads:
@@ -104,30 +125,38 @@ def herd(cache: Any, key: str, nthreads: int, compute_s: float, runs: Any,
 
 
 def _child(name: str, location: str, key: str, nthreads: int, compute_s: float,
-           runs: Any, start_at: float, out: Any) -> None:
+           runs: Any, start_at: float, out: Any, stale: bool) -> None:
     setup_django()
     cache = make_cache(name, location)
-    out.put(herd(cache, key, nthreads, compute_s, runs, start_at))
+    if stale and name == "FastCache":  # one table per process: seed each
+        seed_stale(cache, key)
+    out.put(herd(cache, key, nthreads, compute_s, runs, start_at, stale))
 
 
 def one_round(name: str, args: argparse.Namespace, processes: int,
-              round_no: int) -> dict[str, Any]:
+              round_no: int, stale: bool = False) -> dict[str, Any]:
     ctx = multiprocessing.get_context("fork")
     runs = ctx.Value("i", 0)
-    key = f"herd-{name}-{processes}-{round_no}-{os.getpid()}"
+    key = f"herd-{name}-{processes}-{round_no}-{int(stale)}-{os.getpid()}"
     location = f"herd-{processes}-{round_no}"
     compute_s = args.compute_ms / 1000
     if processes <= 1:
         cache = make_cache(name, location)
         cache.delete(key)
-        latencies = herd(cache, key, args.threads, compute_s, runs, time.time() + 0.05)
+        if stale:
+            seed_stale(cache, key)
+        latencies = herd(cache, key, args.threads, compute_s, runs,
+                         time.time() + 0.05, stale)
     else:
         per = max(1, args.threads // processes)
         out = ctx.Queue()
+        if stale and name == "SharedMemoryCache":
+            seed_stale(make_cache(name, location), key)
         start_at = time.time() + 0.3 + 0.02 * processes  # after every fork
         procs = [
             ctx.Process(target=_child,
-                        args=(name, location, key, per, compute_s, runs, start_at, out))
+                        args=(name, location, key, per, compute_s, runs, start_at,
+                              out, stale))
             for _ in range(processes)
         ]
         for p in procs:
@@ -135,16 +164,25 @@ def one_round(name: str, args: argparse.Namespace, processes: int,
         latencies = [x for _ in procs for x in out.get(timeout=120)]
         for p in procs:
             p.join(60)
-    latencies.sort()
-    n = len(latencies)
+    every = sorted(t for t, _ in latencies)
+    others = sorted(t for t, computed in latencies if not computed)
+
+    def p99(xs: list[float]) -> float:
+        return 1000 * xs[min(len(xs) - 1, int(len(xs) * 0.99))]
+
     return {
         "computations": runs.value,
         "compute_s": runs.value * compute_s,
-        "p50_ms": 1000 * latencies[n // 2],
-        "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))],
-        "max_ms": 1000 * latencies[-1],
-        "callers": n,
+        "p50_ms": 1000 * every[len(every) // 2],
+        "p99_ms": p99(every),
+        "max_ms": 1000 * every[-1],
+        "others_p99_ms": p99(others) if others else None,
+        "callers": len(every),
     }
+
+
+VARIANTS = [("LocMemCache", False), ("FastCache", False), ("SharedMemoryCache", False),
+            ("FastCache", True), ("SharedMemoryCache", True)]
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -153,15 +191,21 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         scenarios.append(("processes", args.processes))
     rows = []
     for scenario, processes in scenarios:
-        results: dict[str, list[dict[str, Any]]] = {name: [] for name in BACKENDS}
+        results: dict[tuple[str, bool], list[dict[str, Any]]] = {
+            v: [] for v in VARIANTS}
         for r in range(args.rounds):
-            for name in BACKENDS:  # interleaved: noise hits a round, not a backend
-                results[name].append(one_round(name, args, processes, r))
-        for name, rounds in results.items():
-            row = {"scenario": scenario, "backend": name, "processes": processes,
-                   "callers": rounds[0]["callers"], "rounds": len(rounds)}
+            for name, stale in VARIANTS:  # interleaved: noise hits a round
+                results[name, stale].append(one_round(name, args, processes, r, stale))
+        for (name, stale), rounds in results.items():
+            row = {"scenario": scenario,
+                   "backend": name + (" + stale" if stale else ""),
+                   "processes": processes, "callers": rounds[0]["callers"],
+                   "rounds": len(rounds)}
             for field in ("computations", "compute_s", "p50_ms", "p99_ms", "max_ms"):
                 row[field] = statistics.median(x[field] for x in rounds)
+            others = [x["others_p99_ms"] for x in rounds
+                      if x["others_p99_ms"] is not None]
+            row["others_p99_ms"] = statistics.median(others) if others else None
             rows.append(row)
     return rows
 
@@ -174,16 +218,17 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"medians of {args.rounds} rounds.",
         "",
         "| scenario | backend | compute runs | compute time (s) | p50 (ms) | p99 (ms) "
-        "| max (ms) |",
-        "|---|---|---|---|---|---|---|",
+        "| max (ms) | p99 of callers that did not compute (ms) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         where = ("1 process" if r["processes"] == 1
                  else f"{r['processes']} processes x {r['callers'] // r['processes']}")
+        others = "-" if r["others_p99_ms"] is None else f"{r['others_p99_ms']:.1f}"
         lines.append(
             f"| {where} | {r['backend']} | {r['computations']:g} "
             f"| {r['compute_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} "
-            f"| {r['max_ms']:.0f} |"
+            f"| {r['max_ms']:.0f} | {others} |"
         )
     return "\n".join(lines)
 

@@ -37,5 +37,14 @@ def test_herd_benchmark_counts_one_computation_per_table(tmp_path) -> None:
         ("processes", "LocMemCache"): 8,
         ("processes", "FastCache"): 2,        # one table per process
         ("processes", "SharedMemoryCache"): 1,  # one table per host
+        ("threads", "FastCache + stale"): 1,
+        ("threads", "SharedMemoryCache + stale"): 1,
+        ("processes", "FastCache + stale"): 2,
+        ("processes", "SharedMemoryCache + stale"): 1,
     }
+    rows = {(r["scenario"], r["backend"]): r for r in json.loads(out.read_text())}
+    # Every caller computed: no one waited on another.
+    assert rows["threads", "LocMemCache"]["others_p99_ms"] is None
+    # The waiters of single-flight waited for the computation (50 ms)...
+    assert rows["threads", "FastCache"]["others_p99_ms"] >= 40
     assert "| 1 process | FastCache | 1 |" in proc.stdout
