@@ -67,6 +67,26 @@ static StoreObject *op_begin(HandleObject *h)
     return (StoreObject *)Py_NewRef(h->store);
 }
 
+/* The locked part of a get: the value of k copied into c (1), missing or
+ * expired (0), or -1 with an error.  With stale != NULL, a serve-stale get:
+ * an expired value within its grace is copied too, and *stale says so. */
+static int get_copy(StoreObject *s, const fc_key *k, double now, int drain, int *stale, copied *c)
+{
+    if (store_lock(s) < 0)
+        return -1;
+    if (drain)
+        fc_rings_drain_lock_held(&s->table);
+    fc_entry *e = stale != NULL ? fc_get_stale_lock_held(&s->table, k, now, stale)
+                                : fc_get_lock_held(&s->table, k, now, 1);
+    int oom = e != NULL && copy_out(c, e) < 0;
+    store_unlock(s);
+    if (oom) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return e != NULL;
+}
+
 /* get(key) on one store: 1 with *out (a new reference), 0 when the key is
  * missing or expired, -1 on error. */
 static int get_one(HandleObject *self, fc_state *st, PyObject *key, PyObject *version,
@@ -95,21 +115,9 @@ static int get_one(HandleObject *self, fc_state *st, PyObject *key, PyObject *ve
             goto decode;
         drain = rc == FC_EFULL;
     }
-    if (store_lock(s) < 0)
+    res = get_copy(s, &k, now, drain, NULL, &c);
+    if (res <= 0)
         goto release;
-    if (drain)
-        fc_rings_drain_lock_held(&s->table);
-    fc_entry *e = fc_get_lock_held(&s->table, &k, now, 1);
-    int oom = e != NULL && copy_out(&c, e) < 0;
-    store_unlock(s);
-    if (e == NULL) {
-        res = 0;
-        goto release;
-    }
-    if (oom) {
-        PyErr_NoMemory();
-        goto release;
-    }
 decode:
     made_key_release(&mk);
     *out = decode_copied(st, &c);
@@ -281,19 +289,14 @@ static PyObject *handle_get_stale(HandleObject *self, PyObject *const *args, Py_
     double now;
     if (make_key(self, s, args[0], args[2], &mk) < 0)
         goto done;
-    if (get_now(st, &now) < 0 || store_lock(s) < 0)
+    if (get_now(st, &now) < 0)
         goto release;
     fc_key k = fkey(&mk);
     copied c;
-    int stale;
-    fc_entry *e = fc_get_stale_lock_held(&s->table, &k, now, &stale);
-    int oom = e != NULL && copy_out(&c, e) < 0;
-    store_unlock(s);
-    if (e == NULL)
+    int stale, rc = get_copy(s, &k, now, 0, &stale, &c);
+    if (rc == 0)
         result = Py_NewRef(args[1]);
-    else if (oom)
-        PyErr_NoMemory();
-    else {
+    else if (rc > 0) {
         PyObject *v = decode_copied(st, &c);
         if (v != NULL)
             result = Py_BuildValue("(NO)", v, stale ? Py_True : Py_False);

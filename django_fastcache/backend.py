@@ -195,30 +195,30 @@ def _seconds(value: Any, maximum: float) -> float | None:
     return number if math.isfinite(number) and 0 <= number <= maximum else None
 
 
-def _lock_timeout(params: Mapping[str, Any]) -> float:
-    """OPTIONS["LOCK_TIMEOUT"]: seconds, 0 turns single-flight off."""
+def _seconds_option(params: Mapping[str, Any], name: str, default: float,
+                    maximum: float, zero: str) -> float:
+    """OPTIONS[name] as seconds in [0, maximum]; ImproperlyConfigured if not."""
     options = params.get("OPTIONS") or {}
-    value = options.get("LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
-    number = _seconds(value, MAX_LOCK_TIMEOUT)
+    value = options.get(name, default)
+    number = _seconds(value, maximum)
     if number is None:
         raise ImproperlyConfigured(
-            "OPTIONS['LOCK_TIMEOUT'] must be a number of seconds between 0 "
-            f"(single-flight off) and {MAX_LOCK_TIMEOUT:g}, got {value!r}"
+            f"OPTIONS['{name}'] must be a number of seconds between 0 "
+            f"({zero}) and {maximum:g}, got {value!r}"
         )
     return number
+
+
+def _lock_timeout(params: Mapping[str, Any]) -> float:
+    """OPTIONS["LOCK_TIMEOUT"]: seconds, 0 turns single-flight off."""
+    return _seconds_option(params, "LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT,
+                           MAX_LOCK_TIMEOUT, "single-flight off")
 
 
 def _stale_seconds(params: Mapping[str, Any]) -> float:
     """OPTIONS["STALE_SECONDS"]: get_or_set's default serve-stale grace."""
-    options = params.get("OPTIONS") or {}
-    value = options.get("STALE_SECONDS", DEFAULT_STALE_SECONDS)
-    number = _seconds(value, MAX_STALE_SECONDS)
-    if number is None:
-        raise ImproperlyConfigured(
-            "OPTIONS['STALE_SECONDS'] must be a number of seconds between 0 "
-            f"(no serve-stale) and {MAX_STALE_SECONDS:g}, got {value!r}"
-        )
-    return number
+    return _seconds_option(params, "STALE_SECONDS", DEFAULT_STALE_SECONDS,
+                           MAX_STALE_SECONDS, "no serve-stale")
 
 
 def validate_params(
