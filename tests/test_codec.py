@@ -23,9 +23,6 @@ import math
 import os
 import pickle
 import struct
-import subprocess
-import sys
-import tempfile
 import textwrap
 import uuid
 import zoneinfo
@@ -33,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fc_helpers import child_pythonpath
+from fc_helpers import run_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -496,14 +493,7 @@ def test_decimal_is_looked_up_lazily() -> None:
         "v = decimal.Decimal('-0')\n"
         "assert str(fc._codec_decode(fc._codec_encode(v))) == '-0'\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, PYTHONPATH=child_pythonpath()),
-        cwd=tempfile.gettempdir(),
-    )
+    proc = run_child(code)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -874,27 +864,13 @@ print("ok")
 
 @pytest.mark.parametrize("mode", ["decode", "encode"])
 def test_collections_during_codec_calls_do_not_crash(mode: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", textwrap.dedent(GC_STRESS), "0", mode],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=child_pythonpath()),
-        cwd=tempfile.gettempdir(),
-    )
+    proc = run_child(textwrap.dedent(GC_STRESS), "0", mode, timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert proc.stdout.strip() == "ok"
 
 
 def test_fuzzed_payloads_raise_and_never_crash() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", textwrap.dedent(FUZZ), "1234", "20000"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=child_pythonpath()),
-        cwd=tempfile.gettempdir(),
-    )
+    proc = run_child(textwrap.dedent(FUZZ), "1234", "20000", timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "ValueError" in proc.stdout
 
@@ -1045,14 +1021,7 @@ def test_decode_imports_the_module_as_pickle_does() -> None:
         "assert 'django.utils.safestring' in sys.modules\n"
         "print('ok')\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, PYTHONPATH=child_pythonpath()),
-        cwd=tempfile.gettempdir(),
-    )
+    proc = run_child(code)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
