@@ -189,10 +189,8 @@ def codec_takes(
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
     [-0.0, 0.0, math.inf, struct.unpack("<d", struct.pack("<Q", 0x7FF8DEADBEEF0001))[0]]
 )
-ints = (
-    st.integers(-40, 140)
-    | st.integers(-(2**63), 2**63 - 1)
-    | st.integers(-(2**80), 2**80)
+ints = st.integers(-40, 140) | st.integers(-(2**63), 2**63 - 1) | st.integers(
+    -(2**80), 2**80
 )
 texts = (
     st.text(max_size=40)
@@ -244,34 +242,20 @@ _decimals = (
     | st.decimals(places=2, allow_nan=False)
     | st.builds(D.scaleb, st.integers(-(10**30), 10**30).map(D), st.integers(-40, 40))
     | st.sampled_from(
-        [
-            D("NaN"),
-            D("-NaN"),
-            D("NaN123"),
-            D("Infinity"),
-            D("-Infinity"),
-            D("-0"),
-            D("0E-7"),
-            D("-0.000"),
-            D("1E+999999999999999999"),
-            D("1E-1999999999999999997"),
-            D("1." + "7" * 300),
-            D("12345678901234567890.123456789E-20"),
-            D("1E+2"),
-        ]
+        [D("NaN"), D("-NaN"), D("NaN123"), D("Infinity"), D("-Infinity"), D("-0"),
+         D("0E-7"), D("-0.000"), D("1E+999999999999999999"),
+         D("1E-1999999999999999997"), D("1." + "7" * 300),
+         D("12345678901234567890.123456789E-20"), D("1E+2")]
     )
 )
 signaling = st.sampled_from([D("sNaN"), D("-sNaN"), D("sNaN42")])
 
 
-_uuids = (
-    st.builds(
-        uuid.UUID,
-        int=st.integers(0, 2**128 - 1) | st.sampled_from([0, 2**128 - 1]),
-        is_safe=st.sampled_from(list(uuid.SafeUUID)),
-    )
-    | st.uuids()
-)
+_uuids = st.builds(
+    uuid.UUID,
+    int=st.integers(0, 2**128 - 1) | st.sampled_from([0, 2**128 - 1]),
+    is_safe=st.sampled_from(list(uuid.SafeUUID)),
+) | st.uuids()
 
 
 @st.composite
@@ -287,15 +271,8 @@ def decimals(draw: Any) -> Any:
 
 
 atoms = (
-    st.none()
-    | st.booleans()
-    | ints
-    | floats
-    | texts
-    | st.binary(max_size=40)
-    | datetimes()
-    | decimals()
-    | uuids()
+    st.none() | st.booleans() | ints | floats | texts | st.binary(max_size=40)
+    | datetimes() | decimals() | uuids()
 )
 hashables = st.recursive(
     atoms,
@@ -332,14 +309,7 @@ def test_codec_round_trip_equals_pickle_round_trip(v: Any) -> None:
 @pytest.mark.parametrize(
     "v",
     [
-        [],
-        (),
-        {},
-        set(),
-        frozenset(),
-        [[]],
-        ((),),
-        {"": b""},
+        [], (), {}, set(), frozenset(), [[]], ((),), {"": b""},
         {3: "x", "a": None, 1.5: True, b"k": False, (1, ("n",)): [1], None: 0},
         {frozenset({1, (2, 3)}): {"deep": [{"er": (set(),)}]}},
         [-(2**63), 2**63 - 1, -33, -32, 95, 96, 127, 128, 2**31],
@@ -376,26 +346,10 @@ def test_floats_are_bit_exact() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [
-        "1.5",
-        "-0",
-        "0E-7",
-        "-0.000",
-        "NaN",
-        "-NaN",
-        "NaN123",
-        "sNaN",
-        "-sNaN42",
-        "Infinity",
-        "-Infinity",
-        "1E+999999999999999999",
-        "1E-1999999999999999997",
-        "1." + "7" * 5000,
-        "12345678901234567890.123456789E-20",
-        "1E+2",
-        "100",
-        "2.50",
-    ],
+    ["1.5", "-0", "0E-7", "-0.000", "NaN", "-NaN", "NaN123", "sNaN", "-sNaN42",
+     "Infinity", "-Infinity", "1E+999999999999999999", "1E-1999999999999999997",
+     "1." + "7" * 5000,
+     "12345678901234567890.123456789E-20", "1E+2", "100", "2.50"],
 )
 def test_decimal_round_trip_is_pickles(text: str) -> None:
     v = decimal.Decimal(text)
@@ -537,23 +491,15 @@ def test_nesting_to_32_is_taken_deeper_is_not() -> None:
     "v",
     [
         dt.datetime(2020, 1, 2, 3, 4, 5, 678901),
-        dt.datetime.min,
-        dt.datetime.max,
-        dt.date.min,
-        dt.date.max,
-        dt.time.max,
-        dt.timedelta.min,
-        dt.timedelta.max,
-        dt.timedelta(days=-1, microseconds=1),
+        dt.datetime.min, dt.datetime.max, dt.date.min, dt.date.max, dt.time.max,
+        dt.timedelta.min, dt.timedelta.max, dt.timedelta(days=-1, microseconds=1),
         dt.datetime(2021, 10, 31, 2, 30, fold=1, tzinfo=PARIS),
         dt.time(1, 2, fold=1, tzinfo=zoneinfo.ZoneInfo.no_cache("Asia/Kolkata")),
         dt.datetime(2020, 1, 1, tzinfo=UTC),
         dt.datetime(2020, 1, 1, tzinfo=dt.timezone(dt.timedelta(0), "UTC")),
         dt.time(tzinfo=dt.timezone(dt.timedelta.resolution - dt.timedelta(1), "é")),
         {"at": dt.datetime(2024, 2, 29, tzinfo=UTC), "on": [dt.date(2024, 2, 29)]},
-        UTC,
-        zoneinfo.ZoneInfo("UTC"),
-        dt.timezone(dt.timedelta(hours=5, minutes=30)),
+        UTC, zoneinfo.ZoneInfo("UTC"), dt.timezone(dt.timedelta(hours=5, minutes=30)),
     ],
 )
 def test_datetime_examples_round_trip(v: Any) -> None:

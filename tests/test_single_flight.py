@@ -125,7 +125,9 @@ def test_32_threads_compute_once(make):
     compute = Counter(sleep=0.2)
     results = []
     start = time.monotonic()
-    errors = run_threads([lambda: results.append(cache.get_or_set("k", compute))] * 32)
+    errors = run_threads(
+        [lambda: results.append(cache.get_or_set("k", compute))] * 32
+    )
     assert not errors
     assert compute.runs == 1
     assert results == ["value"] * 32
@@ -183,7 +185,9 @@ def test_callable_longer_than_lock_timeout(make):
     )
     first.start()
     time.sleep(0.05)
-    errors = run_threads([lambda: results.append(cache.get_or_set("k", compute))] * 3)
+    errors = run_threads(
+        [lambda: results.append(cache.get_or_set("k", compute))] * 3
+    )
     first.join(DEADLINE)
     assert not errors
     # The waiters gave up after 0.3 s and computed themselves; the owner's
@@ -429,24 +433,13 @@ def test_claims_are_not_inherited_by_a_forked_child():
 def _spawn(tmp_path, loc, lock_timeout, start_at, sleep, hang=False):
     env = dict(os.environ, PYTHONPATH=child_pythonpath())
     env[backend.SHM_DIR_ENV] = str(tmp_path)
-    args = [
-        sys.executable,
-        WORKER,
-        loc,
-        str(lock_timeout),
-        str(tmp_path / "runs"),
-        str(start_at),
-        str(sleep),
-    ]
+    args = [sys.executable, WORKER, loc, str(lock_timeout),
+            str(tmp_path / "runs"), str(start_at), str(sleep)]
     if hang:
         args.append("hang")
     return subprocess.Popen(
-        args,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        text=True,
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, text=True,
     )
 
 
