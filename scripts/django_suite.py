@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Run Django's own cache test suite against a cache backend class.
 
-    python scripts/django_suite.py [--backend DOTTED.PATH] [--extra-modules LABEL ...]
+    python scripts/django_suite.py [--backend DOTTED.PATH] [--pages]
+                                   [--extra-modules LABEL ...]
                                    [-- RUNTESTS_ARGS ...]
 
 Django's test suite is not part of the Django wheel, only of its sdist.  This
@@ -21,6 +22,11 @@ script
    so the rebind is in place before those modules do
    ``from django.core.cache.backends.locmem import LocMemCache``; the
    settings module refuses to run if some module imported it earlier.
+   With ``--pages`` it also rebinds ``django.middleware.cache``'s
+   UpdateCacheMiddleware, FetchFromCacheMiddleware and CacheMiddleware, and
+   ``django.views.decorators.cache.cache_page``, to django_fastcache's
+   drop-ins (middleware.py, decorators.py), refusing in the same way to run
+   if a module imported Django's originals first.
 4. runs ``runtests.py --parallel=1`` on the cache-related test modules,
    streaming Django's output (including its ``Ran N tests`` line), and exits
    non-zero on any failure or error - or if no tests ran at all.
@@ -112,6 +118,51 @@ print(
     file=_sys.stderr,
     flush=True,
 )
+
+# --pages: Django's page-cache middleware and cache_page rebound to
+# django_fastcache's drop-ins, with the same refusal as above for a module
+# that already holds Django's originals.
+if {pages!r}:
+    from django.middleware import cache as _mw
+    from django.views.decorators import cache as _deco
+
+    _page_names = ("UpdateCacheMiddleware", "FetchFromCacheMiddleware",
+                   "CacheMiddleware")
+    _originals = {{id(getattr(_mw, n)) for n in _page_names}}
+    _originals.add(id(_deco.cache_page))
+
+    def _holds_page_original(module):
+        try:
+            return any(
+                id(getattr(module, n, None)) in _originals
+                for n in (*_page_names, "cache_page")
+            )
+        except Exception:  # modules with a lazy __getattr__
+            return False
+
+    _stale = sorted(
+        name
+        for name, module in list(_sys.modules.items())
+        if module is not None and module not in (_mw, _deco)
+        and not name.startswith("django_fastcache")
+        and _holds_page_original(module)
+    )
+    if _stale:
+        raise RuntimeError(
+            "django_suite: imported before the page-cache rebind: " + ", ".join(_stale)
+        )
+    from django_fastcache import decorators as _fc_deco
+    from django_fastcache import middleware as _fc_mw
+
+    for _n in _page_names:
+        setattr(_mw, _n, getattr(_fc_mw, _n))
+    _deco.CacheMiddleware = _fc_mw.CacheMiddleware
+    _deco.cache_page = _fc_deco.cache_page
+    print(
+        "django_suite: django.middleware.cache.* and cache_page -> django_fastcache",
+        file=_sys.stderr,
+        flush=True,
+    )
 
 # Mirrors the shape of Django's default test cache configuration.
 CACHES = {{
@@ -247,6 +298,9 @@ def main() -> int:
     parser.add_argument("--backend", default=DEFAULT_BACKEND,
                         help="dotted path of the backend class "
                              f"(default {DEFAULT_BACKEND})")
+    parser.add_argument("--pages", action="store_true",
+                        help="also rebind Django's cache middleware and cache_page "
+                             "to django_fastcache.middleware / .decorators")
     parser.add_argument("--extra-modules", nargs="+", action="extend", default=[],
                         metavar="LABEL", help="more runtests.py test labels to run")
     parser.add_argument("--only", nargs="+", metavar="LABEL",
@@ -288,10 +342,12 @@ def main() -> int:
 
     # One settings module per backend, so concurrent runs with different
     # backends over one unpacked sdist do not overwrite each other's.
-    digest = hashlib.sha1(args.backend.encode()).hexdigest()[:10]
+    digest = hashlib.sha1(
+        f"{args.backend} pages={args.pages}".encode()
+    ).hexdigest()[:10]
     settings_name = f"fastcache_suite_settings_{digest}"
     settings_path = tests_dir / f"{settings_name}.py"
-    text = SETTINGS_TEMPLATE.format(backend=args.backend)
+    text = SETTINGS_TEMPLATE.format(backend=args.backend, pages=args.pages)
     if not settings_path.exists() or settings_path.read_text() != text:
         tmp_path = settings_path.with_suffix(".tmp")
         tmp_path.write_text(text)
@@ -323,7 +379,8 @@ def main() -> int:
     skipped = re.search(r"skipped=(\d+)", detail)
     # Python >= 3.12's unittest leaves skipped tests out of "Ran N tests";
     # "Found N test(s)" is Django's count of everything selected.
-    summary = (f"Django {version}, backend {args.backend}: "
+    summary = (f"Django {version}, backend {args.backend}"
+               f"{' + page drop-ins' if args.pages else ''}: "
                f"{found[-1] if found else '?'} tests found, {count} ran, "
                f"{skipped.group(1) if skipped else 0} skipped by Django")
     if rc == 0 and count == 0:

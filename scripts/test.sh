@@ -9,7 +9,8 @@
 #   C tests    make -C csrc/tests test test-sanitize [test-valgrind]
 #   pytest     our test suite
 #   Django     Django's own cache test suite with LocMemCache replaced by FastCache, then
-#              by SharedMemoryCache
+#              by SharedMemoryCache, and Django's cache middleware and cache_page by
+#              django_fastcache's drop-ins
 #   wheels     scripts/wheels.sh: sdist, a manylinux wheel per CPython found (3.11-3.13),
 #              each installed into a fresh venv and used
 #   sanitize   a second venv with an ASan+UBSan build, pytest and the Django suite again
@@ -126,12 +127,16 @@ run_pytest() {
 }
 
 # Django's suite runs twice: LocMemCache replaced by FastCache, then by
-# SharedMemoryCache (whose segments go to the private directory below).
+# SharedMemoryCache (whose segments go to the private directory below).  Both
+# runs also rebind Django's cache middleware and cache_page to django_fastcache's
+# drop-ins (--pages): the same test modules, so the page tests (cache,
+# decorators.test_cache, template_tests...test_cache, sessions_tests) run on
+# the drop-ins without a third run.
 run_django_suite() {
     local python="$1"
     shift
-    "$@" "$python" scripts/django_suite.py --backend django_fastcache.FastCache
-    "$@" "$python" scripts/django_suite.py --backend django_fastcache.SharedMemoryCache
+    "$@" "$python" scripts/django_suite.py --backend django_fastcache.FastCache --pages
+    "$@" "$python" scripts/django_suite.py --backend django_fastcache.SharedMemoryCache --pages
 }
 
 # The environment an ASan-instrumented extension needs: the ASan runtime loaded before
