@@ -13,8 +13,8 @@ decisions line for line; only how a page is stored and read back differs, and
 only on a FastCache or SharedMemoryCache alias: the page is stored as a
 compact entry (_pages.CachedPage) instead of a pickled HttpResponse, the
 absolute URI is hashed once per lookup (Django builds it for each key), and a
-hit is rebuilt from the entry without unpickling a response.  On any other backend every method is
-Django's own.
+hit is rebuilt from the entry without unpickling a response.  On any other
+backend every method is Django's own.
 
 Purging is Django's: ``cache.delete(get_cache_key(request, key_prefix))``
 removes a page, deleting its ``cache_header`` key makes every variant of the

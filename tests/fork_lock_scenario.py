@@ -75,7 +75,7 @@ def make_cache(impl: str, location: str):
 
 
 def wait_child(pid: int, deadline: float) -> str:
-    """ "ok", "fail <code>" or "hang" (then the child is killed)."""
+    """"ok", "fail <code>" or "hang" (then the child is killed)."""
     until = time.monotonic() + deadline
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)

@@ -529,9 +529,8 @@ def small_value_problem(key: str, value) -> str | None:
 
 
 def torn_reads(cfg: dict) -> int:
-    cache = open_cache(
-        cfg["location"], {"OPTIONS": {"MAX_BYTES": 4 * 2**20, "MAX_ENTRIES": 64}}
-    )
+    cache = open_cache(cfg["location"], {"OPTIONS": {"MAX_BYTES": 4 * 2**20,
+                                                     "MAX_ENTRIES": 64}})
     keys = [f"t{i}" for i in range(24)] + ["c0", "c1"]
     cache.clear()
     deadline = time.monotonic() + cfg["seconds"]

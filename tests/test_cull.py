@@ -184,8 +184,8 @@ MOVING = [
 ]
 # ahas_key is aget-based (moves) until Django 6.1, has_key-based (stays) after.
 AHAS_KEY = ("ahas_key", lambda c: asyncio.run(c.ahas_key(0)))
-(STAYING_EXTRA, MOVING_EXTRA) = (
-    ([AHAS_KEY], []) if async_delegates("has_key") else ([], [AHAS_KEY])
+(STAYING_EXTRA, MOVING_EXTRA) = ([AHAS_KEY], []) if async_delegates("has_key") else (
+    [], [AHAS_KEY]
 )
 MOVING += MOVING_EXTRA
 STAYING = STAYING_EXTRA + [

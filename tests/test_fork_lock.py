@@ -132,7 +132,9 @@ def finish(procs: list[subprocess.Popen], timeout: float) -> list[dict]:
 FORKS_PER_PROCESS = 200
 
 
-def test_two_processes_forking_with_two_segments_in_opposite_orders(shm_dir, tmp_path):
+def test_two_processes_forking_with_two_segments_in_opposite_orders(
+    shm_dir, tmp_path
+):
     a, b = unique("opp-a"), unique("opp-b")
     shm_dir.extend([a, b])
     sync = tmp_path / "sync"

@@ -478,7 +478,6 @@ def test_store_swapped_while_waiting_for_the_lock(kind, new_cache):
     lock.release()
     thread.join(10)
     assert done.is_set()
-
     # the first store's lock is free again, the second's was never touched
     def take_and_release() -> bool:
         took = lock.acquire(timeout=5)

@@ -249,10 +249,8 @@ def fuzz(cfg: dict) -> int:
     out = Outcomes(path)
     for trial in range(cfg["trials"]):
         remove_segment(location)
-        options = {
-            "MAX_ENTRIES": rng.choice([10**6, 10**6, 60]),
-            "CULL_FREQUENCY": rng.choice([3, 0]),
-        }
+        options = {"MAX_ENTRIES": rng.choice([10**6, 10**6, 60]),
+                   "CULL_FREQUENCY": rng.choice([3, 0])}
         cache = open_cache(location, **options)
         nkeys = rng.randrange(20, 400)
         for i in range(nkeys):
@@ -393,20 +391,14 @@ def read(cfg: dict) -> int:
         cache.set("after", "works")
         after = cache.get("after")
     stats = cache.stats()
-    print(
-        json.dumps(
-            {
-                "found": sum(1 for i, v in enumerate(values.values()) if v == i),
-                "wrong": sum(
-                    1 for i, v in enumerate(values.values()) if v not in (None, i)
-                ),
-                "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
-                "repairs": stats.get("repairs"),
-                "check": cache._fc.store.check(),
-                "after": after,
-            }
-        )
-    )
+    print(json.dumps({
+        "found": sum(1 for i, v in enumerate(values.values()) if v == i),
+        "wrong": sum(1 for i, v in enumerate(values.values()) if v not in (None, i)),
+        "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
+        "repairs": stats.get("repairs"),
+        "check": cache._fc.store.check(),
+        "after": after,
+    }))
     return 0
 
 
@@ -471,12 +463,8 @@ def child(mode: str, cfg: dict, timeout: float, **popen):
     env = dict(os.environ, PYTHONPATH=child_pythonpath())
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), mode, json.dumps(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-        start_new_session=True,
-        **popen,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        start_new_session=True, **popen,
     )
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -632,10 +620,7 @@ def start_holder(path: str):
     env = dict(os.environ, PYTHONPATH=child_pythonpath())
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "hold", json.dumps({"path": path})],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-        text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
         start_new_session=True,
     )
     assert proc.stdout.readline().strip() == "held"
@@ -672,10 +657,7 @@ def open_in_child(location: str, timeout: float) -> tuple[str, float]:
     env = dict(os.environ, PYTHONPATH=child_pythonpath())
     proc = subprocess.Popen(
         [sys.executable, "-P", "-c", open_in_child_code(location)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
         start_new_session=True,
     )
     try:
@@ -710,10 +692,7 @@ def test_a_lock_released_while_waiting_is_taken(shm):
     env = dict(os.environ, PYTHONPATH=child_pythonpath())
     proc = subprocess.Popen(
         [sys.executable, "-P", "-c", open_in_child_code("brief")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
         start_new_session=True,
     )
     time.sleep(1.5)

@@ -514,13 +514,8 @@ def test_gets_without_the_lock_never_see_a_torn_value(shm):
     locked path) get small values while two writers rewrite them in place
     with other lengths, delete, add, incr and clear: every value read is one
     that was written, and the hits are counted."""
-    cfg = {
-        "location": shm.loc(),
-        "readers": 6,
-        "writers": 2,
-        "seconds": 3,
-        "watchdog": 50,
-    }
+    cfg = {"location": shm.loc(), "readers": 6, "writers": 2, "seconds": 3,
+           "watchdog": 50}
     result = shm.run("torn_reads", cfg, timeout=60)
     assert result["statuses"] == ["ok"] * 8, result
     assert result["problems"] == [], result

@@ -125,7 +125,9 @@ def test_32_threads_compute_once(make):
     compute = Counter(sleep=0.2)
     results = []
     start = time.monotonic()
-    errors = run_threads([lambda: results.append(cache.get_or_set("k", compute))] * 32)
+    errors = run_threads(
+        [lambda: results.append(cache.get_or_set("k", compute))] * 32
+    )
     assert not errors
     assert compute.runs == 1
     assert results == ["value"] * 32
@@ -183,7 +185,9 @@ def test_callable_longer_than_lock_timeout(make):
     )
     first.start()
     time.sleep(0.05)
-    errors = run_threads([lambda: results.append(cache.get_or_set("k", compute))] * 3)
+    errors = run_threads(
+        [lambda: results.append(cache.get_or_set("k", compute))] * 3
+    )
     first.join(DEADLINE)
     assert not errors
     # The waiters gave up after 0.3 s and computed themselves; the owner's
@@ -196,9 +200,22 @@ def test_callable_longer_than_lock_timeout(make):
 
 def test_lock_timeout_zero_turns_it_off(make):
     cache = make(LOCK_TIMEOUT=0)
-    compute = Counter(sleep=0.1)
+    # Each run waits for the others (at most 5 s): all 4 callers are inside
+    # the callable at once, which only a cache without single-flight allows
+    # (whatever the machine's load does to the threads' start).
+    together = threading.Barrier(4)
+    runs = []
+
+    def compute():
+        runs.append(1)
+        try:
+            together.wait(5)
+        except threading.BrokenBarrierError:
+            pass
+        return "value"
+
     run_threads([lambda: cache.get_or_set("k", compute)] * 4)
-    assert compute.runs == 4
+    assert len(runs) == 4 and not together.broken
 
 
 @pytest.mark.parametrize(
@@ -429,24 +446,13 @@ def test_claims_are_not_inherited_by_a_forked_child():
 def _spawn(tmp_path, loc, lock_timeout, start_at, sleep, hang=False):
     env = dict(os.environ, PYTHONPATH=child_pythonpath())
     env[backend.SHM_DIR_ENV] = str(tmp_path)
-    args = [
-        sys.executable,
-        WORKER,
-        loc,
-        str(lock_timeout),
-        str(tmp_path / "runs"),
-        str(start_at),
-        str(sleep),
-    ]
+    args = [sys.executable, WORKER, loc, str(lock_timeout),
+            str(tmp_path / "runs"), str(start_at), str(sleep)]
     if hang:
         args.append("hang")
     return subprocess.Popen(
-        args,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        text=True,
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, text=True,
     )
 
 
@@ -547,3 +553,35 @@ def test_hung_owner_process_bounded_by_lock_timeout(shm_dir):
         assert cache.stats()["single_flight_takeovers"] == 1
     finally:
         _kill(owner)
+
+
+@needs_linux
+def test_cancelled_coroutine_polling_a_lease_releases_its_claim(shm_dir):
+    # The coroutine owns this process's claim and polls another process's
+    # lease; cancelling it must release the claim (the core's finally runs
+    # when the driver closes it), so a later caller is not left waiting.
+    tmp_path, locations = shm_dir
+    loc = f"sf-cancel-{os.getpid()}-{next(_ids)}"
+    locations.append(loc)
+    owner = _spawn(tmp_path, loc, 5, 0, 0, hang=True)
+    try:
+        end = time.monotonic() + DEADLINE
+        while not _runs(tmp_path):
+            assert time.monotonic() < end and owner.poll() is None, owner.stderr
+            time.sleep(0.01)
+        cache = SharedMemoryCache(loc, {"OPTIONS": {"LOCK_TIMEOUT": 5}})
+
+        async def main():
+            task = asyncio.ensure_future(cache.aget_or_set("k", lambda: "mine"))
+            await asyncio.sleep(0.2)
+            assert not task.done() and _flight._flights  # polling the lease
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        assert not _flight._flights
+    finally:
+        _kill(owner)
+    # The dead owner's lease is taken over at once.
+    assert cache.get_or_set("k", lambda: "mine") == "mine"
