@@ -7,7 +7,8 @@ LocMemCache, django_fastcache's drop-ins and its front on SharedMemoryCache.
     python pageload.py --page-seconds 1         # the page expires every second
 
 Each run starts its own ``gunicorn mysite.wsgi`` (gunicorn_demo.Gunicorn: a
-private segment directory, a free loopback port, stopped at the end) with
+private segment directory, a free loopback port, stopped at the end; gthread
+workers, which keep connections alive) with
 
     django+locmem   FASTCACHE_PAGES=django  FASTCACHE_BACKEND=locmem
                     Django's UpdateCacheMiddleware/FetchFromCacheMiddleware, a
@@ -170,6 +171,9 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(FASTCACHE_PAGES=pages, FASTCACHE_PAGE_SECONDS=str(args.page_seconds),
                       FASTCACHE_RENDER_LOG=log)
     server = Gunicorn(backend, args.workers, False, shm_dir, "warning")
+    # gthread workers keep connections alive (sync workers close each one).
+    server.extra_args = ["--worker-class", "gthread", "--threads", str(args.threads),
+                         "--keep-alive", "30"]
     try:
         server.start()
         server.wait_ready()
@@ -211,7 +215,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     base = rows[0]["requests_per_s"] or 1.0
     lines = [
-        f"gunicorn, {args.workers} workers; {args.clients} client processes x "
+        f"gunicorn, {args.workers} gthread workers x {args.threads} threads; "
+        f"{args.clients} client processes x "
         f"{args.connections} keep-alive connections; {args.seconds:g} s measured after "
         f"{args.warmup:g} s; page timeout {args.page_seconds} s; one page, {PATH}",
         "",
@@ -235,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=",".join(RUNS),
                         help=f"comma-separated, of: {', '.join(RUNS)}")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4, help="per worker (gthread)")
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0)
