@@ -168,7 +168,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     backend, pages = RUNS[name]
     shm_dir = tempfile.mkdtemp(prefix="fastcache-pageload-")
     log = os.path.join(shm_dir, "renders.log")
-    os.environ.update(FASTCACHE_PAGES=pages, FASTCACHE_PAGE_SECONDS=str(args.page_seconds),
+    os.environ.update(FASTCACHE_PAGES=pages,
+                      FASTCACHE_PAGE_SECONDS=str(args.page_seconds),
                       FASTCACHE_RENDER_LOG=log)
     server = Gunicorn(backend, args.workers, False, shm_dir, "warning")
     # gthread workers keep connections alive (sync workers close each one).
@@ -182,9 +183,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         cpu0 = _cpu_children()
         start_at = time.time() + args.warmup
         stop_at = start_at + args.seconds
-        clients = [ctx.Process(target=_client,
-                               args=(server.port, args.connections, start_at, stop_at, out))
-                   for _ in range(args.clients)]
+        work = (server.port, args.connections, start_at, stop_at, out)
+        clients = [ctx.Process(target=_client, args=work) for _ in range(args.clients)]
         for c in clients:
             c.start()
         results = [out.get(timeout=args.warmup + args.seconds + 60) for _ in clients]
@@ -228,7 +228,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         def ms(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
 
-        share = "-" if r["client_cpu_share"] is None else f"{100 * r['client_cpu_share']:.0f}%"
+        cpu = r["client_cpu_share"]
+        share = "-" if cpu is None else f"{100 * cpu:.0f}%"
         lines.append(f"| {r['run']} | {r['requests_per_s']:.0f} | "
                      f"{r['requests_per_s'] / base:.2f}x | {ms(r['p50_ms'])} | "
                      f"{ms(r['p99_ms'])} | {share} | {r['renders']} |")
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             print(f"pageload: {name}: {exc}", file=sys.stderr)
             return 2
-        print(f"pageload: {name}: {rows[-1]['requests_per_s']:.0f} requests/s", flush=True)
+        rate = rows[-1]["requests_per_s"]
+        print(f"pageload: {name}: {rate:.0f} requests/s", flush=True)
     print(report(rows, args))
     if any(r["non_200"] for r in rows):
         print("pageload: some responses were not 200", file=sys.stderr)

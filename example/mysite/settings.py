@@ -55,7 +55,8 @@ PAGE_MIDDLEWARE = {
 FASTCACHE_PAGES = os.environ.get("FASTCACHE_PAGES", "none").strip().lower()
 if FASTCACHE_PAGES not in PAGE_MIDDLEWARE:
     raise ImproperlyConfigured(
-        f"FASTCACHE_PAGES={FASTCACHE_PAGES!r} is not one of: {', '.join(PAGE_MIDDLEWARE)}."
+        f"FASTCACHE_PAGES={FASTCACHE_PAGES!r} is not one of: "
+        f"{', '.join(PAGE_MIDDLEWARE)}."
     )
 if PAGE_MIDDLEWARE[FASTCACHE_PAGES]:
     _update, _fetch = PAGE_MIDDLEWARE[FASTCACHE_PAGES]
