@@ -36,6 +36,7 @@ server could not be run or a response was not 200.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import resource
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--page-seconds", type=int, default=600)
+    parser.add_argument("--json", help="write the rows to this file too")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
     unknown = [n for n in names if n not in RUNS]
@@ -262,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         rate = rows[-1]["requests_per_s"]
         print(f"pageload: {name}: {rate:.0f} requests/s", flush=True)
     print(report(rows, args))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
     if any(r["non_200"] for r in rows):
         print("pageload: some responses were not 200", file=sys.stderr)
         return 2
