@@ -51,13 +51,15 @@ STAT_NAMES = (
 
 
 class _Flight:
-    """One in-process claim: set when the owner is done; failed if it raised."""
+    """One in-process claim: set when the owner is done; failed if it raised.
+    owner: the thread that took it."""
 
-    __slots__ = ("event", "failed")
+    __slots__ = ("event", "failed", "owner")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.failed = False
+        self.owner = threading.get_ident()
 
 
 _flights: dict[tuple[int, str], _Flight] = {}
@@ -399,3 +401,151 @@ async def aget_or_set(cache: Any, key: Any, default: Any, timeout: Any,
         return done.value
     finally:
         steps.close()
+
+
+# --------------------------------------------------------------------------
+# Pages: one render per missing page (middleware.FetchFromCacheMiddleware)
+#
+# The first request to miss a page claims it and renders; requests that miss
+# it meanwhile wait (polling the cache) until the page is stored, then answer
+# from it.  When the claim ends without a page (a response not to be cached:
+# private, an error, a cookie with Vary: Cookie), the waiters render for
+# themselves, and the URL is remembered as not stored for NOSTORE_SECONDS, so
+# that its requests neither wait nor claim: pages never cached are never
+# serialised.
+
+NOSTORE_SECONDS = 60.0
+_NOSTORE_MAX = 10_000
+_nostore: dict[tuple[int, str], float] = {}  # FastCache: ident -> until
+
+
+class PageClaim:
+    """The right to render one missing page (a URL's variants, per key
+    prefix, language and time zone), held from the lookup that missed until
+    the page is stored or found not cacheable.  The drop-ins set `stored`
+    when they store it (or leave the store to the front) and release() it
+    once stored; release() is idempotent (a finalizer on the request calls
+    it again)."""
+
+    __slots__ = ("cache", "name", "ident", "flight", "lease", "released", "stored")
+
+    def __init__(self, cache: Any, name: str, ident: tuple[int, str],
+                 flight: _Flight, lease: _Lease | None) -> None:
+        self.cache = cache
+        self.name = name
+        self.ident = ident
+        self.flight = flight
+        self.lease = lease
+        self.released = False
+        self.stored = False
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        try:
+            if not self.stored:
+                _mark_nostore(self.cache, self.ident, self.name)
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+            _leave(self.ident, self.flight, not self.stored)
+
+
+def _nostore_key(name: str) -> str:
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=20)
+    return "n" + digest.hexdigest()
+
+
+def _mark_nostore(cache: Any, ident: tuple[int, str], name: str) -> None:
+    if cache._shared:
+        cache._lease_cache().set(_nostore_key(name), 1, timeout=NOSTORE_SECONDS)
+        return
+    with _flights_lock:
+        if len(_nostore) >= _NOSTORE_MAX:
+            _nostore.clear()
+        _nostore[ident] = time.monotonic() + NOSTORE_SECONDS
+
+
+def _is_nostore(cache: Any, ident: tuple[int, str], name: str) -> bool:
+    if cache._shared:
+        return cache._lease_cache().get(_nostore_key(name)) is not None
+    until = _nostore.get(ident)
+    return until is not None and until > time.monotonic()
+
+
+def _claim_page(cache: Any, ident: tuple[int, str], name: str) -> PageClaim | None:
+    """The page's claim if this caller gets it now (in-process claim, then for
+    SharedMemoryCache the lease, taken over from a dead holder); else None."""
+    flight, owner = _enter(ident)
+    if not owner:
+        return None
+    lease = None
+    if cache._shared:
+        try:
+            lease = _LeaseAttempt(cache, name).claim_once()
+        except BaseException:
+            _leave(ident, flight, True)
+            raise
+        if lease is None:  # another process renders it
+            _leave(ident, flight, False)
+            return None
+    return PageClaim(cache, name, ident, flight, lease)
+
+
+def _claim_held(cache: Any, ident: tuple[int, str], attempt: Any) -> bool:
+    """Whether a render of the page is still in progress somewhere."""
+    with _flights_lock:
+        if ident in _flights:
+            return True
+    if attempt is None:
+        return False
+    holder = attempt.leases.get(attempt.key)
+    return isinstance(holder, tuple) and len(holder) == 2 and _alive(holder[0])
+
+
+def page_claim_or_wait(cache: Any, name: str,
+                       lookup: Any) -> tuple[Any, PageClaim | None]:
+    """After a page lookup missed: (None, claim) when this request is to
+    render it (and release the claim once it is stored), (response, None)
+    when another request's render landed while this one waited (lookup()
+    found it), (None, None) when this request renders without a claim (the
+    URL is not cached, the render ended without a page, or waiting reached
+    LOCK_TIMEOUT).
+
+    Waiters poll lookup() (1 ms, doubling to 20 ms), so a page stored by any
+    thread or process ends the wait at its next poll."""
+    store = cache._fc.store
+    ident = (id(store), "page:" + name)
+    if _is_nostore(cache, ident, name):
+        return None, None
+    claim = _claim_page(cache, ident, name)
+    if claim is not None:
+        _count(store, "single_flight_computations")
+        return None, claim
+    with _flights_lock:
+        flight = _flights.get(ident)
+    if flight is not None and flight.owner == threading.get_ident():
+        # This thread holds it (a request not finished yet, such as a test
+        # calling process_request twice): waiting would wait for itself.
+        return None, None
+    _count(store, "single_flight_waits")
+    attempt = _LeaseAttempt(cache, name) if cache._shared else None
+    deadline = time.monotonic() + cache._lock_timeout
+    delay = _POLL_FIRST
+    while True:
+        with _flights_lock:
+            flight = _flights.get(ident)
+        if flight is not None:
+            flight.event.wait(delay)  # an in-process render: woken when it ends
+        else:
+            time.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX)
+        response = lookup()
+        if response is not None:
+            return response, None
+        if not _claim_held(cache, ident, attempt):
+            return None, None  # ended without a page (or its holder died)
+        if time.monotonic() >= deadline:
+            _count(store, "single_flight_lock_timeouts")
+            return None, None

@@ -241,25 +241,30 @@ class Front:
         front computed for the request (a project choosing languages or time
         zones its own way) turns the front off in this process.
         """
-        for used in slot.suffixes:
-            if used != suffix:
-                _pages.LOCALE_SEEN.other = True
-        head = f"{self.page_head}{method}.{url}." if url is not None else None
-        for cache, alias, key, entry, timeout, response in slot.pending:
-            servable = (
-                head is not None
-                and not _pages.LOCALE_SEEN.other
-                and alias == self.alias
-                and key.startswith(head)
-                and len(key) == len(head) + 32 + len(suffix)
-                and key.endswith(suffix)
-                and same_answer(entry, response)
-            )
-            cache.set(
-                key,
-                _pages.with_front(entry) if servable else _pages._load_page(entry),
-                timeout,
-            )
+        try:
+            for used in slot.suffixes:
+                if used != suffix:
+                    _pages.LOCALE_SEEN.other = True
+            head = f"{self.page_head}{method}.{url}." if url is not None else None
+            for cache, alias, key, entry, timeout, response in slot.pending:
+                servable = (
+                    head is not None
+                    and not _pages.LOCALE_SEEN.other
+                    and alias == self.alias
+                    and key.startswith(head)
+                    and len(key) == len(head) + 32 + len(suffix)
+                    and key.endswith(suffix)
+                    and same_answer(entry, response)
+                )
+                cache.set(
+                    key,
+                    _pages.with_front(entry) if servable else _pages._load_page(entry),
+                    timeout,
+                )
+        finally:
+            for claim in slot.claims:  # the pages are stored: waiters read them
+                claim.release()
+            slot.claims.clear()
 
 
 class _LanguageProbe:

@@ -363,11 +363,14 @@ class Slot:
     the page stores they deferred to it (see middleware.UpdateCacheMiddleware
     and wsgi.serve_cached)."""
 
-    __slots__ = ("pending", "suffixes")
+    __slots__ = ("pending", "suffixes", "claims")
 
     def __init__(self) -> None:
         self.pending: list[tuple] = []
         self.suffixes: list[str] = []
+        # Render claims (_flight.PageClaim) the front releases once it has
+        # made the pending stores.
+        self.claims: list[Any] = []
 
 
 def slot_of(request: Any) -> Slot | None:

@@ -24,6 +24,7 @@ URL a miss, and ``cache.clear()`` removes all.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -36,7 +37,7 @@ from django.utils.cache import (
 )
 from django.utils.http import parse_http_date_safe
 
-from . import _pages
+from . import _flight, _pages
 from .backend import FastCache
 
 __all__ = ["CacheMiddleware", "FetchFromCacheMiddleware", "UpdateCacheMiddleware"]
@@ -69,12 +70,41 @@ def learn_cache_key(
     )
 
 
+PAGE_CLAIM = "_fastcache_page_claim"
+
+
+def _release_claim(request: HttpRequest) -> None:
+    claim = request.__dict__.pop(PAGE_CLAIM, None)
+    if claim is not None:
+        claim.release()
+
+
 class UpdateCacheMiddleware(dj.UpdateCacheMiddleware):
     """Response phase: store a cacheable response (Django's decisions)."""
 
     def process_response(
         self, request: HttpRequest, response: HttpResponse
     ) -> HttpResponse:
+        claim = request.__dict__.get(PAGE_CLAIM)
+        if claim is None:
+            return self._update(request, response)
+        # This request renders a page other requests wait for: the claim goes
+        # when the page is stored (here, after a deferred render, or by the
+        # front), or else now (and when the request is freed, in any case).
+        try:
+            response = self._update(request, response)
+        finally:
+            slot = _pages.slot_of(request)
+            deferred = request.__dict__.get("_fastcache_store_deferred")
+            if slot is not None and slot.pending:
+                claim = request.__dict__.pop(PAGE_CLAIM, None)
+                if claim is not None:  # (a post-render store may have moved it)
+                    slot.claims.append(claim)
+            elif not deferred:
+                _release_claim(request)
+        return response
+
+    def _update(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         # Django's UpdateCacheMiddleware.process_response, decision for decision.
         if not self._should_update_cache(request, response):
             return response
@@ -108,9 +138,22 @@ class UpdateCacheMiddleware(dj.UpdateCacheMiddleware):
                 request, response, timeout, self.key_prefix, cache
             )
             if hasattr(response, "render") and callable(response.render):
-                response.add_post_render_callback(
-                    lambda r: self._store(request, cache, cache_key, r, timeout)
-                )
+                if not getattr(response, "is_rendered", True):
+                    request._fastcache_store_deferred = True
+
+                def store_rendered(r: HttpResponse) -> None:
+                    try:
+                        self._store(request, cache, cache_key, r, timeout)
+                    finally:
+                        slot = _pages.slot_of(request)
+                        if slot is not None and slot.pending:
+                            claim = request.__dict__.pop(PAGE_CLAIM, None)
+                            if claim is not None:
+                                slot.claims.append(claim)
+                        else:
+                            _release_claim(request)
+
+                response.add_post_render_callback(store_rendered)
             else:
                 self._store(request, cache, cache_key, response, timeout)
         return response
@@ -123,6 +166,9 @@ class UpdateCacheMiddleware(dj.UpdateCacheMiddleware):
         response: HttpResponse,
         timeout: Any,
     ) -> None:
+        claim = request.__dict__.get(PAGE_CLAIM)
+        if claim is not None:
+            claim.stored = True
         entry = _pages.entry_from_response(response)
         slot = _pages.slot_of(request)
         if slot is None:
@@ -150,16 +196,31 @@ class FetchFromCacheMiddleware(dj.FetchFromCacheMiddleware):
         url = _pages.request_url_digest(request)
         suffix = _pages.request_suffix(request)
         _pages.record_suffix(request, suffix)
-        headerlist = cache.get(_pages.header_key(key_prefix, url, suffix))
-        if headerlist is None:
-            request._cache_update_cache = True
-            return None
-        values = _pages.values_digest(request.META, headerlist)
-        response = cache.get(_pages.page_key(key_prefix, "GET", url, values, suffix))
-        if response is None and request.method == "HEAD":
-            response = cache.get(
-                _pages.page_key(key_prefix, "HEAD", url, values, suffix)
-            )
+        header_key = _pages.header_key(key_prefix, url, suffix)
+
+        def lookup() -> Any:
+            headerlist = cache.get(header_key)
+            if headerlist is None:
+                return None
+            values = _pages.values_digest(request.META, headerlist)
+            found = cache.get(_pages.page_key(key_prefix, "GET", url, values, suffix))
+            if found is None and request.method == "HEAD":
+                found = cache.get(
+                    _pages.page_key(key_prefix, "HEAD", url, values, suffix)
+                )
+            return found
+
+        response = lookup()
+        if response is None and cache._lock_timeout:
+            # Render once: the first request to miss renders the page, the
+            # others wait for it to be stored (at most LOCK_TIMEOUT).
+            response, claim = _flight.page_claim_or_wait(cache, header_key, lookup)
+            if claim is not None:
+                request.__dict__[PAGE_CLAIM] = claim
+                # A request dropped without its response phase (a test, an
+                # exception no middleware turned into a response) still
+                # releases it when it is freed.
+                weakref.finalize(request, claim.release)
         if response is None:
             request._cache_update_cache = True
             return None

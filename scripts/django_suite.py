@@ -23,10 +23,12 @@ script
    ``from django.core.cache.backends.locmem import LocMemCache``; the
    settings module refuses to run if some module imported it earlier.
    With ``--pages`` it also rebinds ``django.middleware.cache``'s
-   UpdateCacheMiddleware, FetchFromCacheMiddleware and CacheMiddleware, and
-   ``django.views.decorators.cache.cache_page``, to django_fastcache's
-   drop-ins (middleware.py, decorators.py), refusing in the same way to run
-   if a module imported Django's originals first.
+   UpdateCacheMiddleware, FetchFromCacheMiddleware and CacheMiddleware,
+   ``django.views.decorators.cache.cache_page`` and the ``{% cache %}`` tag
+   (``django.templatetags.cache``'s tag and CacheNode) to django_fastcache's
+   drop-ins (middleware.py, decorators.py, templatetags/fastcache.py),
+   refusing in the same way to run if a module imported Django's originals
+   first.
 4. runs ``runtests.py --parallel=1`` on the cache-related test modules,
    streaming Django's output (including its ``Ran N tests`` line), and exits
    non-zero on any failure or error - or if no tests ran at all.
@@ -158,8 +160,17 @@ if {pages!r}:
         setattr(_mw, _n, getattr(_fc_mw, _n))
     _deco.CacheMiddleware = _fc_mw.CacheMiddleware
     _deco.cache_page = _fc_deco.cache_page
+    # The {{% cache %}} tag: Django's library object keeps its name and
+    # registry, its "cache" tag and CacheNode become the drop-in's.
+    from django.templatetags import cache as _tag
+
+    from django_fastcache.templatetags import fastcache as _fc_tag
+
+    _tag.register.tags["cache"] = _fc_tag.do_cache
+    _tag.CacheNode = _fc_tag.CacheNode
     print(
-        "django_suite: django.middleware.cache.* and cache_page -> django_fastcache",
+        "django_suite: django.middleware.cache.*, cache_page and {{% cache %}} -> "
+        "django_fastcache",
         file=_sys.stderr,
         flush=True,
     )
