@@ -120,12 +120,14 @@ def l1_timeout(params: Mapping[str, Any]) -> float:
 
 def l1_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """The L1 cache's CACHES-style entry (OPTIONS['L1']: a dict or an alias)."""
-    spec = _options(params).get("L1")
+    options = _options(params)
+    spec = options.get("L1")
     if spec is None:
-        location = params.get("LOCATION") or "default"
+        # One L1 for every TieredCache alias over the same L2 (with their
+        # prefixes and versions they may name the same keys).
         spec = {
             "BACKEND": "django_fastcache.FastCache",
-            "LOCATION": f"tiered-{location}",
+            "LOCATION": f"tiered-{options.get('L2')}",
             "OPTIONS": {"MAX_ENTRIES": DEFAULT_L1_MAX_ENTRIES},
         }
     elif isinstance(spec, str):
@@ -434,7 +436,8 @@ class TieredCache(BaseCache):
     SharedMemoryCache; default a per-process FastCache of 10,000 entries),
     L1_TIMEOUT (seconds an L1 copy may live, default 5), INVALIDATION (Redis
     URL of the invalidation channel, or None), CHANNEL (channel name; default
-    derived from LOCATION).
+    derived from the L1 LOCATION).  Every TieredCache of a process with the
+    same L1 and channel shares one L1 table, one listener and one publisher.
     """
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
@@ -446,7 +449,9 @@ class TieredCache(BaseCache):
         l1_cls = _l1_class(l1)
         self._l1 = l1_cls(l1.get("LOCATION", ""), dict(l1))
         super().__init__(params)
-        channel = options.get("CHANNEL") or CHANNEL_PREFIX + (location or "default")
+        channel = options.get("CHANNEL") or CHANNEL_PREFIX + str(
+            l1.get("LOCATION") or "default"
+        )
         self._state_args = (options.get("INVALIDATION"), channel, l1_cls, l1)
         self._state_obj = _state_for(*self._state_args)
         self._l2_instance: BaseCache | None = None
