@@ -495,6 +495,11 @@ class TieredCache(BaseCache):
         if l2 is None:
             from django.core.cache import InvalidCacheBackendError, caches
 
+            if self._l2_alias not in caches.settings:
+                raise ImproperlyConfigured(
+                    f"TieredCache OPTIONS['L2'] names the cache alias "
+                    f"{self._l2_alias!r}, which is not in CACHES"
+                )
             try:
                 l2 = caches.create_connection(self._l2_alias)
             except InvalidCacheBackendError as exc:

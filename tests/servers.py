@@ -148,6 +148,7 @@ class Server:
     version: str
     proc: subprocess.Popen[bytes]
     workdir: str
+    extra: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -195,13 +196,15 @@ class Server:
 
     def restart(self) -> None:
         """Start the server again on the same port (after kill() or stop())."""
-        fresh = start_server(self.name, self.workdir, port=self.port)
+        fresh = start_server(self.name, self.workdir, port=self.port, extra=self.extra)
         self.proc, self.version = fresh.proc, fresh.version
 
 
-def start_server(name: str, workdir: str, port: int | None = None) -> Server:
+def start_server(name: str, workdir: str, port: int | None = None,
+                 extra: tuple[str, ...] = ()) -> Server:
     """Start redis-server ("redis") or memcached on 127.0.0.1 (a free port
-    unless one is given) and wait until it answers."""
+    unless one is given; extra: more server arguments) and wait until it
+    answers."""
     binary = which("memcached" if name == "memcached" else "redis-server")
     if binary is None:
         raise RuntimeError(f"{name} is not installed")
@@ -226,6 +229,7 @@ def start_server(name: str, workdir: str, port: int | None = None) -> Server:
         else:
             cmd = [binary, "--port", str(use_port), "--bind", "127.0.0.1",
                    "--save", "", "--appendonly", "no", "--dir", workdir]
+        cmd += list(extra)
         logfile = os.path.join(workdir, f"{name}-{use_port}.log")
         with open(logfile, "ab") as out_f:
             proc = subprocess.Popen(["sh", "-c", WATCHDOG, "sh", *cmd],
@@ -235,7 +239,7 @@ def start_server(name: str, workdir: str, port: int | None = None) -> Server:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
             if _answers(use_port, probe, expect):
-                return Server(name, use_port, version, proc, workdir)
+                return Server(name, use_port, version, proc, workdir, tuple(extra))
             time.sleep(0.05)
         _children.remove(proc)
         _kill_group(proc)
@@ -255,3 +259,27 @@ def _user_exists(user: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+# pytest fixtures (tests import them from here; pytest is only needed then).
+def _server_fixture(name: str):  # noqa: ANN202
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def fixture(tmp_path_factory):  # noqa: ANN001, ANN202
+        if which("memcached" if name == "memcached" else "redis-server") is None:
+            reason, _spent = ensure_server_binaries()
+            if which("memcached" if name == "memcached" else "redis-server") is None:
+                # A failure, never a skip: scripts/test.sh installs them.
+                pytest.fail(f"{name} server needed by the tests is missing: {reason}")
+        server = start_server(name, str(tmp_path_factory.mktemp(f"{name}-server")))
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    return fixture
+
+
+redis_server = _server_fixture("redis")
+memcached_server = _server_fixture("memcached")
