@@ -519,3 +519,69 @@ def test_faults_bounded_staleness_and_recovery(tmp_path: Any) -> None:
     check_no_write_lost(results)
     assert all(r["stats"]["resyncs"] >= 1 for r in results)
     assert all(r["stats"]["connected"] == 1 for r in results)  # recovered
+
+
+# --------------------------------------------------------------------------
+# System checks and the management command
+
+
+def test_system_checks(redis_server: Any) -> None:
+    from django.test import override_settings
+    from servers import free_port
+
+    from django_fastcache.checks import check_cache_params, check_tiered
+
+    tiered_entry = {"BACKEND": "django_fastcache.TieredCache"}
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "redis": redis_l2(redis_server),
+        "ok": {**tiered_entry, "OPTIONS": {"L2": "redis",
+                                          "INVALIDATION": redis_server.url}},
+        "no_l2": {**tiered_entry, "OPTIONS": {"L2": "nowhere"}},
+        "nested": {**tiered_entry, "OPTIONS": {"L2": "ok"}},
+        "bad_l1": {**tiered_entry, "OPTIONS": {
+            "L2": "redis", "L1": "default"}},
+        "down": {**tiered_entry, "OPTIONS": {
+            "L2": "redis", "INVALIDATION": f"redis://127.0.0.1:{free_port()}"}},
+    }
+    with override_settings(CACHES=caches):
+        found = sorted((m.id, m.msg.split("]")[0]) for m in check_tiered())
+        e001 = [m.msg for m in check_cache_params()]
+    assert found == [
+        ("fastcache.E003", "CACHES['no_l2'"),
+        ("fastcache.E004", "CACHES['nested'"),
+        ("fastcache.E005", "CACHES['bad_l1'"),
+        ("fastcache.W002", "CACHES['down'"),
+    ]
+    assert len(e001) == 1 and "bad_l1" in e001[0] and "SharedMemoryCache" in e001[0]
+
+
+def test_stats_command(redis_server: Any) -> None:
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "redis": redis_l2(redis_server),
+        "tiered": {"BACKEND": "django_fastcache.TieredCache",
+                   "OPTIONS": {"L2": "redis", "INVALIDATION": redis_server.url,
+                               "L1": fast_l1()}},
+    }
+    import io
+
+    from django.core.cache import caches as handler
+
+    with override_settings(CACHES=caches, INSTALLED_APPS=["django_fastcache"]):
+        cache = handler["tiered"]
+        _opened.append(cache)
+        eventually(lambda: cache._state.usable)
+        cache.set("k", 1)
+        cache.get("k")
+        cache.get("missing")
+        out = io.StringIO()
+        call_command("fastcache_stats", "tiered", "--json", stdout=out)
+    report = json.loads(out.getvalue())["tiered"]
+    assert report["per_process"] is True
+    stats = report["stats"]
+    assert (stats["l1_hits"], stats["misses"], stats["connected"]) == (1, 1, 1)
+    assert report["hit_rate"] == 0.5
