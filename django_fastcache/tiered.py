@@ -413,6 +413,7 @@ def _after_fork_child() -> None:
     _states_lock = threading.Lock()
     for state in _states.values():
         state.stopped = True
+        state.usable = False
     _states.clear()
 
 
@@ -448,6 +449,9 @@ class TieredCache(BaseCache):
         l1 = l1_params(params)
         l1_cls = _l1_class(l1)
         self._l1 = l1_cls(l1.get("LOCATION", ""), dict(l1))
+        # The L1 handle's get: key made and validated in C, as FastCache.get
+        # does (the handle follows key_func/key_prefix/version changes).
+        self._l1_get = self._l1._fc.get
         super().__init__(params)
         channel = options.get("CHANNEL") or CHANNEL_PREFIX + str(
             l1.get("LOCATION") or "default"
@@ -570,18 +574,20 @@ class TieredCache(BaseCache):
 
     # The API.
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
-        state = self._state
-        counters = state.counters
-        if self._fast():
-            value = self._l1.get(key, _MISSING, version)
+        state = self._state_obj
+        # usable is False in a state inherited through fork (see _state).
+        if state.usable and self._uses_l1_fast_path:
+            value = self._l1_get(key, _MISSING, version)
             if value is not _MISSING:
-                counters["l1_hits"] += 1
+                state.counters["l1_hits"] += 1
                 return value
             made = self._l1.make_key(key, version)
         else:
+            state = self._state
             made = self._made(key, version)
             if not state.usable:
-                counters["bypassed"] += 1
+                state.counters["bypassed"] += 1
+        counters = state.counters
         snap = state.snapshot(made)
         found = self._fetch([made]).get(made)
         if found is None:
