@@ -5,9 +5,13 @@ as two "hosts"; the coherence and fault tests run separate processes
 (tests/tiered_worker.py), some sharing a SharedMemoryCache segment.
 
 Durations: the randomized run lasts $FASTCACHE_TIERED_SECONDS (default 4 s;
-the issue's 60 s run: FASTCACHE_TIERED_SECONDS=60), and reads are flagged when
-older than $FASTCACHE_TIERED_BOUND seconds (default 0.25: the machine running
-the suite is shared; the target, 0.05, is what the 60 s run is checked with).
+the issue's 60 s run: FASTCACHE_TIERED_SECONDS=60).  Bounds: by default the
+tests assert behaviour, not speed (the machines running the suite are shared
+and loaded): every write reaches the other hosts, and no read is stale, within
+1 s, well under the workers' L1_TIMEOUT of 5 s, so it was the invalidation
+and not the expiry that refreshed them; p50/p99 are printed.  With
+$FASTCACHE_TIERED_BOUND (seconds; the target is 0.05) the p99 of the
+write-to-read delay and the checker's bound are that number instead.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ memcached_server = servers.memcached_server
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "tiered_worker.py")
 SECONDS = float(os.environ.get("FASTCACHE_TIERED_SECONDS", "4"))
-BOUND = float(os.environ.get("FASTCACHE_TIERED_BOUND", "0.25"))
+STRICT = "FASTCACHE_TIERED_BOUND" in os.environ
+BOUND = float(os.environ.get("FASTCACHE_TIERED_BOUND", "1.0"))
 _counter = iter(range(10**9))
 
 
@@ -290,8 +295,9 @@ def test_listener_killed_flushes_and_recovers(redis_server: Any) -> None:
         assert client.client_kill_filter(_type="pubsub") >= 2
     # Both listeners lose the channel: L1 flushed, then back by themselves.
     assert eventually(lambda: b.stats()["resyncs"] >= 1)
+    assert ":1:k" not in b._state.raw._cache  # flushed (nothing read it since)
     assert eventually(lambda: b._state.usable)
-    assert len(b._state.raw._cache) == 0 or b.get("k") == 1
+    assert b.get("k") == 1 and b.stats()["l2_hits"] == 2
     a.set("k", 2)
     assert eventually(lambda: b.get("k") == 2)
 
@@ -399,7 +405,10 @@ def test_write_visible_on_other_hosts_quickly(redis_server: Any, tmp_path: Any) 
     p99 = delays[int(len(delays) * 0.99) - 1]
     print(f"\ncoherence: {len(delays)} write->read delays, p50 {p50 * 1e3:.2f} ms, "
           f"p99 {p99 * 1e3:.2f} ms, max {delays[-1] * 1e3:.2f} ms")
-    assert p99 <= BOUND, f"p99 {p99 * 1e3:.1f} ms over {BOUND * 1e3:.0f} ms"
+    if STRICT:
+        assert p99 <= BOUND, f"p99 {p99 * 1e3:.1f} ms over {BOUND * 1e3:.0f} ms"
+    else:
+        assert delays[-1] <= BOUND, f"max {delays[-1] * 1e3:.1f} ms"
 
 
 def stale_reads(results: list[dict[str, Any]], bound: float) -> list[tuple[Any, ...]]:
@@ -585,3 +594,19 @@ def test_stats_command(redis_server: Any) -> None:
     stats = report["stats"]
     assert (stats["l1_hits"], stats["misses"], stats["connected"]) == (1, 1, 1)
     assert report["hit_rate"] == 0.5
+
+
+def test_stub_lists_the_public_api() -> None:
+    import ast
+
+    path = os.path.join(os.path.dirname(HERE), "django_fastcache", "tiered.pyi")
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    stubbed = {n.name for n in ast.walk(tree)
+               if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    public = {n for n in vars(TieredCache) if not n.startswith("_")}
+    # The coroutines are BaseCache's signatures (stubbed by django-stubs).
+    sync = {n for n in public if not (n.startswith("a") and n[1:] in public)}
+    sync -= {"key_prefix", "version", "key_func"}  # BaseCache attributes
+    assert sync - stubbed == set()
+    assert "TieredCache" in stubbed

@@ -81,6 +81,7 @@ def run_latency(cache, cfg, result) -> None:
         if value != last and value is not None:
             seen.setdefault(value, now)
             last = value
+        time.sleep(0.0002)  # a reader, not a spinner: leave the CPU to others
     result["seen"] = sorted(seen.items())
 
 
