@@ -9,7 +9,8 @@ interleaved rounds, with bench.py's harness (calibrated rounds, GC off,
 medians, median of per-round ratios):
 
 l1_hit      get of a key in L1 (TieredCache, FastCache L1) vs a get of the
-            same key from RedisCache and from django-redis.
+            same key from RedisCache and from django-redis (and, for
+            reference, LocMemCache and a bare FastCache).
 request30   a request doing 30 lookups at a 90% L1 hit rate: 27 L1 hits and 3
             keys whose L1 copy was invalidated just before (the L1 delete is
             timed too), read from Redis and refilled; vs 30 RedisCache gets.
@@ -73,7 +74,8 @@ def caches_setting(url: str) -> dict[str, Any]:
             "BACKEND": "django_fastcache.TieredCache",
             "OPTIONS": {"L2": "redis", "INVALIDATION": url, "L1_TIMEOUT": 60,
                         "L1": {"BACKEND": "django_fastcache.SharedMemoryCache",
-                               "LOCATION": TP_SEGMENT}},
+                               "LOCATION": TP_SEGMENT,
+                               "OPTIONS": bench_shared.TP_OPTIONS}},
         },
     }
     if django_redis_version():
@@ -266,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
             others.append((f"django-redis {djr}", caches["django_redis"],
                            L1_HIT_VS_DJANGO_REDIS))
         others.append(("LocMemCache", caches["default"], None))
+        # What the tier costs over its L1 alone.
+        from django_fastcache import FastCache
+
+        others.append(("FastCache (the L1 alone)",
+                       FastCache("bench-tiered-l1-alone", {}), None))
 
         bench_shared.log("bench_tiered: l1_hit ...")
         tiered_rounds, *other_rounds = measure(
