@@ -11,7 +11,8 @@ and loaded): every write reaches the other hosts, and no read is stale, within
 1 s, well under the workers' L1_TIMEOUT of 5 s, so it was the invalidation
 and not the expiry that refreshed them; p50/p99 are printed.  With
 $FASTCACHE_TIERED_BOUND (seconds; the target is 0.05) the p99 of the
-write-to-read delay and the checker's bound are that number instead.
+write-to-read delay must be within it, and at most 1% of the randomized reads
+may be older than it (none older than 1 s).
 """
 
 from __future__ import annotations
@@ -453,10 +454,18 @@ def test_randomized_readers_and_writers(redis_server: Any, tmp_path: Any) -> Non
     reads = sum(len(r["reads"]) for r in results)
     writes = sum(len(r["writes"]) for r in results)
     stale = stale_reads(results, BOUND)
+    worst = max((age for *_, age in stale), default=0.0)
     print(f"\nrandomized {SECONDS:g} s, 4 processes on 3 hosts: {reads} reads, "
-          f"{writes} writes, {len(stale)} reads older than {BOUND * 1e3:.0f} ms")
+          f"{writes} writes, {len(stale)} reads older than {BOUND * 1e3:.0f} ms"
+          + (f" (oldest {worst * 1e3:.1f} ms)" if stale else ""))
     assert reads > 100 and writes > 10
-    assert not stale, stale[:10]
+    if STRICT:
+        # The target is a p99: at most 1% of the reads may be older than it,
+        # none older than 1 s.
+        assert len(stale) <= reads // 100, stale[:10]
+        assert not stale_reads(results, 1.0)
+    else:
+        assert not stale, stale[:10]
     assert all(r["errors"] == 0 for r in results)
     check_no_write_lost(results)
     assert sum(r["stats"]["invalidations"] for r in results) > 0
