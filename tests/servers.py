@@ -200,6 +200,16 @@ class Server:
         self.proc, self.version = fresh.proc, fresh.version
 
 
+def server_env() -> dict[str, str]:
+    """The environment without what the sanitizer test stage sets for Python
+    (the ASan runtime preloaded into redis-server or memcached is not ours
+    to test, and their own allocators do not mix with it)."""
+    env = dict(os.environ)
+    for name in ("LD_PRELOAD", "PYTHONMALLOC", "ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        env.pop(name, None)
+    return env
+
+
 def start_server(name: str, workdir: str, port: int | None = None,
                  extra: tuple[str, ...] = ()) -> Server:
     """Start redis-server ("redis") or memcached on 127.0.0.1 (a free port
@@ -210,11 +220,11 @@ def start_server(name: str, workdir: str, port: int | None = None,
         raise RuntimeError(f"{name} is not installed")
     if name == "memcached":
         version = subprocess.run([binary, "-V"], capture_output=True,
-                                 text=True).stdout.strip()
+                                 text=True, env=server_env()).stdout.strip()
         probe, expect = b"version\r\n", b"VERSION "
     else:
         out = subprocess.run([binary, "--version"], capture_output=True,
-                             text=True).stdout.split()
+                             text=True, env=server_env()).stdout.split()
         version = "redis " + next((w[2:] for w in out if w.startswith("v=")), "?")
         probe, expect = b"PING\r\n", b"+PONG"
     last_error = ""
@@ -234,7 +244,8 @@ def start_server(name: str, workdir: str, port: int | None = None,
         with open(logfile, "ab") as out_f:
             proc = subprocess.Popen(["sh", "-c", WATCHDOG, "sh", *cmd],
                                     stdin=subprocess.PIPE, stdout=out_f,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=server_env())
         _children.append(proc)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
