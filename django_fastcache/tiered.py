@@ -208,7 +208,9 @@ class _State:
         self.url = url
         self.channel = channel
         self.raw = raw_l1
-        self.lock = threading.Lock()
+        # Reentrant: storing a value pickles it, and a value's __reduce__
+        # may itself use the cache from the same thread.
+        self.lock = threading.RLock()
         self.gens = [0] * SLOTS
         self.epoch = 0
         self.token = uuid.uuid4().hex
@@ -251,7 +253,7 @@ class _State:
                 and self.epoch == snap[0]
                 and self.gens[hash(made) & _SLOT_MASK] == snap[1]
             ):
-                self.raw.set(made, value, timeout)
+                self._l1_set(made, value, timeout)
 
     def store_write(self, made: str, snap: tuple[int, int], value: Any,
                     timeout: float | None) -> None:
@@ -267,9 +269,18 @@ class _State:
                 and self.epoch == snap[0]
                 and current == snap[1]
             ):
-                self.raw.set(made, value, timeout)
+                self._l1_set(made, value, timeout)
             else:
                 self.raw.delete(made)
+
+    def _l1_set(self, made: str, value: Any, timeout: float) -> None:
+        """Store a copy in L1; a copy L1 cannot take (a value larger than the
+        segment, an L1 error) is dropped, never an error of the caller's
+        read or write: L2 has the value."""
+        try:
+            self.raw.set(made, value, timeout)
+        except Exception:
+            self.raw.delete(made)
 
     def drop_keys(self, keys: Iterable[str]) -> None:
         with self.lock:
@@ -645,7 +656,13 @@ class TieredCache(BaseCache):
         timeout = self._timeout(timeout)
         state = self._state
         snap = state.snapshot(made)
-        self._l2.set(made, value, timeout)
+        try:
+            self._l2.set(made, value, timeout)
+        except BaseException:
+            # L2 may or may not have it (a timeout after the write): no copy
+            # of this key may outlive the doubt.
+            self._invalidate([made])
+            raise
         state.store_write(made, snap, value, _l1_life(timeout, self._l1_timeout))
         state.broadcast([made])
 
@@ -655,7 +672,11 @@ class TieredCache(BaseCache):
         timeout = self._timeout(timeout)
         state = self._state
         snap = state.snapshot(made)
-        added = self._l2.add(made, value, timeout)
+        try:
+            added = self._l2.add(made, value, timeout)
+        except BaseException:
+            self._invalidate([made])
+            raise
         if added:
             state.store_write(made, snap, value, _l1_life(timeout, self._l1_timeout))
             state.broadcast([made])
@@ -669,12 +690,16 @@ class TieredCache(BaseCache):
         timeout = self._timeout(timeout)
         state = self._state
         snaps = {made: state.snapshot(made) for made in made_of}
-        failed = set(
-            self._l2.set_many(
-                {made: data[key] for made, key in made_of.items()}, timeout
+        try:
+            failed = set(
+                self._l2.set_many(
+                    {made: data[key] for made, key in made_of.items()}, timeout
+                )
+                or ()
             )
-            or ()
-        )
+        except BaseException:
+            self._invalidate(list(made_of))
+            raise
         life = _l1_life(timeout, self._l1_timeout)
         for made, key in made_of.items():
             ok = made not in failed

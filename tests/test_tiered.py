@@ -274,6 +274,43 @@ def test_async_api(redis_server: Any) -> None:
     assert asyncio.run(scenario()) == [1, {"p": 1, "q": 2}, None]
 
 
+def test_a_value_l1_cannot_hold_is_served_from_l2(redis_server: Any) -> None:
+    l1 = {"BACKEND": "django_fastcache.SharedMemoryCache",
+          "LOCATION": _unique("small"), "OPTIONS": {"MAX_BYTES": 2**20}}
+    a = tiered(redis_l2(redis_server), l1=l1, url=redis_server.url,
+               channel=_unique("chan"))
+    big = "x" * (3 * 2**20)
+    a.set("big", big)  # L2 takes it; the 1 MiB segment cannot
+    assert a.get("big") == big and a.get_many(["big"]) == {"big": big}
+    assert a.stats()["l2_hits"] == 2 and a.stats()["l1_hits"] == 0
+
+
+class UsesCacheWhenPickled:
+    """A value whose pickling reads the cache (re-entrant use)."""
+
+    cache: Any = None
+
+    def __reduce__(self) -> Any:
+        type(self).cache.delete("other")  # takes the coherence lock
+        return (UsesCacheWhenPickled, ())
+
+
+def test_reentrant_use_while_storing(redis_server: Any) -> None:
+    a, _ = two_hosts(redis_server)
+    UsesCacheWhenPickled.cache = a
+    a.set("other", 1)
+    # Pickled by L2, then by the L1 store, under the coherence lock.
+    import threading
+
+    writer = threading.Thread(target=a.set, args=("k", UsesCacheWhenPickled()),
+                              daemon=True)
+    writer.start()
+    writer.join(10)
+    assert not writer.is_alive(), "deadlock: the L1 store re-entered its lock"
+    assert isinstance(a.get("k"), UsesCacheWhenPickled)
+    assert a.get("other") is None
+
+
 def test_l2_down_raises_the_l2_backends_errors() -> None:
     from servers import free_port
 
