@@ -385,16 +385,23 @@ def test_memcached_l2_with_redis_invalidation(
 
 def run_workers(configs: list[dict[str, Any]], tmp_path: Any,
                 during: Any = None, timeout: float = 120) -> list[dict[str, Any]]:
-    start = time.time() + 2.5  # all set up and subscribed by then
     procs = []
-    env = {**os.environ}
+    go = tmp_path / "go"
     for i, cfg in enumerate(configs):
-        cfg = {**cfg, "index": i, "workers": len(configs), "start": start,
+        cfg = {**cfg, "index": i, "workers": len(configs), "go": str(go),
                "out": str(tmp_path / f"worker{i}.json")}
         configs[i] = cfg
-        procs.append(subprocess.Popen([sys.executable, "-P", WORKER, json.dumps(cfg)],
-                                      env=env))
+        procs.append(subprocess.Popen([sys.executable, "-P", WORKER, json.dumps(cfg)]))
     try:
+        # Every worker set up and subscribed, then one start time for all.
+        deadline = time.monotonic() + 120
+        while not all(os.path.exists(c["out"] + ".ready") for c in configs):
+            assert time.monotonic() < deadline, "workers did not start"
+            assert all(p.poll() is None for p in procs), "a worker died"
+            time.sleep(0.02)
+        start = time.time() + 0.3
+        (tmp_path / "go.tmp").write_text(repr(start))
+        os.replace(tmp_path / "go.tmp", go)
         if during is not None:
             time.sleep(max(0.0, start - time.time()))
             during()
@@ -518,6 +525,9 @@ def test_incr_exact_and_add_exclusive_across_hosts(
     configs = [{**cfg, "mode": "incr", "count": 300}
                for cfg in hosts(redis_server.url, shared_pair=False)]
     results = run_workers(configs, tmp_path)
+    # Atomic: every incr returned a different number, 1..900; every host
+    # then sees the total.
+    assert sorted(n for r in results for n in r["returned"]) == list(range(1, 901))
     assert [r["final"] for r in results] == [900, 900, 900]
     configs = [{**cfg, "mode": "add", "count": 200}
                for cfg in hosts(redis_server.url, shared_pair=False)]

@@ -3,10 +3,11 @@
     python tiered_worker.py JSON
 
 JSON: {"redis": URL, "l1": "fast" | "shared", "location": L1 LOCATION,
-"l1_timeout": seconds, "mode": ..., "out": path, "start": epoch seconds,
-"seconds": run time, "index": worker number, "workers": count, ...}.
-Each worker sets up its cache, waits until "start" (so that all begin
-together), runs the mode, and writes a JSON result to "out".
+"l1_timeout": seconds, "mode": ..., "out": path, "go": path, "seconds": run
+time, "index": worker number, "workers": count, ...}.  Each worker sets up
+its cache, creates "<out>.ready", waits for the parent to write the common
+start time (epoch seconds) to "go" and for that time, runs the mode, and
+writes a JSON result to "out".
 
 Modes
 latency   worker 0 writes key "lat" = n (n = 1, 2, ...) every "interval"
@@ -18,7 +19,8 @@ mixed     randomized: every worker owns the keys k where k % workers ==
           90% are gets of random keys, each logged with the time the get
           started.  The parent's checker flags reads older than the bound.
           L2 errors (Redis down) are counted, the operation skipped.
-incr      "count" incr of one key; the final value read is reported.
+incr      "count" incr of one key; the values incr returned, and the value
+          read once this host sees the total (or after 20 s).
 add       add("add:<i>") for i in range("count"); the i it won are reported.
 """
 
@@ -117,7 +119,16 @@ def main() -> None:
     cfg = json.loads(sys.argv[1])
     cache = setup(cfg)
     result: dict = {"index": cfg["index"], "pid": os.getpid()}
-    delay = cfg["start"] - time.time()
+    # Ready (subscribed); the parent writes the common start time once every
+    # worker is.
+    with open(cfg["out"] + ".ready", "w"):
+        pass
+    deadline = time.monotonic() + 120
+    while not os.path.exists(cfg["go"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(cfg["go"]) as f:
+        start = float(f.read())
+    delay = start - time.time()
     if delay > 0:
         time.sleep(delay)
     mode = cfg["mode"]
@@ -131,9 +142,13 @@ def main() -> None:
             str(k): cache.get(f"m:{k}") or 0 for k in range(cfg["keys"])
         }
     elif mode == "incr":
-        for _ in range(cfg["count"]):
-            cache.incr("counter")
-        time.sleep(cfg.get("settle", 0.5))
+        result["returned"] = [cache.incr("counter") for _ in range(cfg["count"])]
+        # The others may still be counting: wait (for at most 20 s) until this
+        # host sees the total.
+        total = cfg["count"] * cfg["workers"]
+        deadline = time.monotonic() + 20
+        while cache.get("counter") != total and time.monotonic() < deadline:
+            time.sleep(0.01)
         result["final"] = cache.get("counter")
     elif mode == "add":
         result["won"] = [
