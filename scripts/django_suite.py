@@ -362,7 +362,9 @@ def main() -> int:
     skipped = re.search(r"skipped=(\d+)", detail)
     # Python >= 3.12's unittest leaves skipped tests out of "Ran N tests";
     # "Found N test(s)" is Django's count of everything selected.
-    summary = (f"Django {version}, backend {args.backend}: "
+    tested = ("django_fastcache.TieredCache over RedisCache (BaseCacheTests)"
+              if args.tiered else args.backend)
+    summary = (f"Django {version}, backend {tested}: "
                f"{found[-1] if found else '?'} tests found, {count} ran, "
                f"{skipped.group(1) if skipped else 0} skipped by Django")
     if rc == 0 and count == 0:
