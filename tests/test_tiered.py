@@ -65,6 +65,13 @@ def _disconnect(cache: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _private_segments(monkeypatch: Any, tmp_path_factory: Any) -> None:
+    """SharedMemoryCache segments (in-process and the workers') in a private
+    directory, never in /dev/shm."""
+    monkeypatch.setenv("DJANGO_FASTCACHE_SHM_DIR", str(tmp_path_factory.mktemp("shm")))
+
+
+@pytest.fixture(autouse=True)
 def _close_clients() -> Any:
     """Close the Redis/memcached sockets each test opened (filterwarnings =
     error turns an unclosed socket found by the GC into a failure)."""
