@@ -543,6 +543,15 @@ def test_incr_exact_and_add_exclusive_across_hosts(
     assert won == list(range(200))  # each add won by exactly one host
 
 
+def test_fork_gets_its_own_listener(redis_server: Any, tmp_path: Any) -> None:
+    configs = [{**cfg, "mode": "fork", "l1": "fast"}
+               for cfg in hosts(redis_server.url, shared_pair=False, n=1,
+                                l1_timeout=30)]
+    (result,) = run_workers(configs, tmp_path)
+    assert result["child"] == {"own_listener": True, "first": 1,
+                               "after_parent_write": 2}
+
+
 def test_faults_bounded_staleness_and_recovery(tmp_path: Any) -> None:
     """Redis: listener connections killed, the server stopped for 5 s, then
     killed and restarted (with an fsync'ed append-only file, as a Redis that

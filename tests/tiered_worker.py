@@ -22,6 +22,8 @@ mixed     randomized: every worker owns the keys k where k % workers ==
 incr      "count" incr of one key; the values incr returned, and the value
           read once this host sees the total (or after 20 s).
 add       add("add:<i>") for i in range("count"); the i it won are reported.
+fork      the cache used, then os.fork(): the child's listener, and the
+          parent's write seen by the child.
 """
 
 from __future__ import annotations
@@ -115,6 +117,39 @@ def run_mixed(cache, cfg, result) -> None:
     result.update(writes=writes, reads=reads, errors=errors, final=counter)
 
 
+def run_fork(cache, cfg, result) -> None:
+    """gunicorn --preload: the cache is in use before fork; the child must get
+    its own listener (a new token) and see the parent's later writes."""
+    cache.set("f", 1)
+    assert cache.get("f") == 1
+    parent_token = cache._state.token
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        child: dict = {}
+        try:
+            state = cache._state
+            deadline = time.monotonic() + 10
+            while not state.usable and time.monotonic() < deadline:
+                time.sleep(0.01)
+            child["own_listener"] = state.usable and state.token != parent_token
+            child["first"] = cache.get("f")
+            os.write(ready_w, b"r")
+            deadline = time.monotonic() + 10
+            while cache.get("f") != 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            child["after_parent_write"] = cache.get("f")
+        finally:
+            with open(cfg["out"] + ".child", "w") as f:
+                json.dump(child, f)
+            os._exit(0)
+    os.read(ready_r, 1)
+    cache.set("f", 2)
+    os.waitpid(pid, 0)
+    with open(cfg["out"] + ".child") as f:
+        result["child"] = json.load(f)
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     cache = setup(cfg)
@@ -154,6 +189,8 @@ def main() -> None:
         result["won"] = [
             i for i in range(cfg["count"]) if cache.add(f"add:{i}", cfg["index"])
         ]
+    elif mode == "fork":
+        run_fork(cache, cfg, result)
     result["stats"] = cache.stats()
     with open(cfg["out"], "w") as f:
         json.dump(result, f)
