@@ -25,6 +25,20 @@ the check and the store are done under the same lock the listener applies
 invalidations with, so a fill can never resurrect a value an invalidation
 already removed.  When the channel is lost, L1 is flushed and bypassed until
 the listener is subscribed again.
+
+Why pub/sub and not RESP3 CLIENT TRACKING (BCAST, prefixes): Debian's
+redis-server 7.0 has both, but tracking sends only key names of writes made
+through Redis itself, so it cannot carry a flush from a Memcached L2 nor a
+sender to skip; it needs RESP3 (or a REDIRECT connection) in the client; and
+a write through another client that does not match the prefixes goes unseen.
+Pub/sub messages are ours: JSON [sender token, [made keys] or null for
+clear], published by any process that writes through TieredCache.
+
+Values.  L2 serialises with its own serializer, L1 with fastcache's codec
+(pickle only for what the codec declines); an L1 hit decodes once, with no
+L2 bytes involved.  A fill re-encodes the object L2 decoded: L1 cannot store
+another backend's bytes, whose format (Redis's int/pickle mix, pymemcache
+flags) it does not own.
 """
 
 from __future__ import annotations
