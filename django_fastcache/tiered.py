@@ -256,23 +256,33 @@ class _State:
             self.connected.wait(STARTUP_WAIT)
 
     # Generations: a fill stores only if its snapshot is still current.
-    def snapshot(self, made: str) -> tuple[int, int]:
-        return self.epoch, self.gens[hash(made) & _SLOT_MASK]
+    # A snapshot is taken before the L2 operation: (epoch, the key's slot
+    # generation, monotonic time).  The time is taken off the copy's L1 life,
+    # so that a copy never outlives L1_TIMEOUT counted from the L2 operation
+    # (a thread descheduled between L2 and L1 cannot stretch it).
+    def snapshot(self, made: str) -> tuple[int, int, float]:
+        return self.epoch, self.gens[hash(made) & _SLOT_MASK], time.monotonic()
 
-    def store_fill(self, made: str, snap: tuple[int, int], value: Any,
+    def store_fill(self, made: str, snap: tuple[int, int, float], value: Any,
                    timeout: float) -> None:
+        timeout -= time.monotonic() - snap[2]
         with self.lock:
             if (
-                self.usable
+                timeout > 0
+                and self.usable
                 and self.epoch == snap[0]
                 and self.gens[hash(made) & _SLOT_MASK] == snap[1]
             ):
                 self._l1_set(made, value, timeout)
 
-    def store_write(self, made: str, snap: tuple[int, int], value: Any,
+    def store_write(self, made: str, snap: tuple[int, int, float], value: Any,
                     timeout: float | None) -> None:
         """After this process wrote made to L2: L1 gets the value if nothing else
         touched the key meanwhile, else loses it; timeout None deletes."""
+        if timeout is not None:
+            timeout -= time.monotonic() - snap[2]
+            if timeout <= 0:
+                timeout = None
         with self.lock:
             slot = hash(made) & _SLOT_MASK
             current = self.gens[slot]
