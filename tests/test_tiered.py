@@ -247,6 +247,34 @@ def test_atomic_operations_decided_by_l2(redis_server: Any) -> None:
     assert a.touch("n", 100) is True and b.touch("missing") is False
 
 
+def test_a_fill_never_resurrects_an_invalidated_value(redis_server: Any) -> None:
+    """The interleavings a reader's L2 round trip can meet, replayed on the
+    coherence state: an invalidation, a flush, or a write of the same key
+    between the reader's snapshot and its L1 store cancels the store."""
+    a, _ = two_hosts(redis_server)
+    state = a._state
+    made = a.make_key("k")
+    for meanwhile in (
+        lambda: state.drop_keys([made]),  # another host's invalidation
+        lambda: state.flush(),  # a clear, or the channel lost
+        lambda: a.set("k", "new"),  # a write by another thread
+    ):
+        snap = state.snapshot(made)
+        meanwhile()
+        state.store_fill(made, snap, "old", 5)
+        assert a.get("k") != "old"
+    # Two writes of one key crossing in this process: the one whose L2 write
+    # started first may not overwrite the other's L1 copy; it drops it.
+    first = state.snapshot(made)
+    a.set("k", "second")
+    state.store_write(made, first, "first", 5)
+    assert made not in state.raw._cache
+    # Undisturbed, the fill is stored.
+    snap = state.snapshot(made)
+    state.store_fill(made, snap, "fresh", 5)
+    assert state.raw.get(made) == "fresh"
+
+
 def test_fill_life_is_the_remaining_l2_life(redis_server: Any) -> None:
     a, _ = two_hosts(redis_server, l1_timeout=30)
     plain = plain_redis(redis_server.url)
