@@ -18,6 +18,13 @@ default(), add, get), only the call of default() is arbitrated:
   deleted by its owner while it cannot have expired, so a successor's lease
   is never deleted.
 
+Serve-stale (``stale`` seconds > 0): the value the computing caller stores
+gets a grace of ``stale`` seconds past its expiry in the table (add_stale),
+during which plain gets still miss but get_stale serves it.  A caller that
+misses and finds such a value tries to claim the key without waiting (the
+in-process claim, then the lease): the one that gets it recomputes; every
+other caller returns the stale value at once.
+
 Hits never get here: get_or_set returns on the first get.
 """
 
@@ -29,6 +36,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Generator
 from typing import Any
 
 _POLL_FIRST = 0.001
@@ -38,6 +46,7 @@ STAT_NAMES = (
     "single_flight_waits",
     "single_flight_lock_timeouts",
     "single_flight_takeovers",
+    "single_flight_stale_serves",
 )
 
 
@@ -168,6 +177,16 @@ class _LeaseAttempt:
             self.waited = True
             self.deadline = time.monotonic() + self.limit
             _count(self.store, "single_flight_waits")
+        return self.take_over()
+
+    def claim_once(self) -> _Lease | None:
+        """The lease if this process now holds it, taken over from a dead
+        holder if need be; never waits, counts nothing (serve-stale)."""
+        if self.leases.add(self.key, self.value, timeout=self.limit):
+            return _Lease(self.leases, self.key, self.value, self.limit)
+        return self.take_over()
+
+    def take_over(self) -> _Lease | None:
         holder = self.leases.get(self.key)
         if (
             isinstance(holder, tuple)
@@ -194,35 +213,100 @@ class _LeaseAttempt:
         return delay
 
 
-def _compute(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -> Any:
+def _compute(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+             stale: float) -> Any:
+    """Django's miss sequence: default(), add, get (add_stale for a grace).
+
+    The async driver runs it too: it is only reached when get and add (and
+    aget and aadd) are the backend's own, whose coroutines call them."""
     _count(cache._fc.store, "single_flight_computations")
     value = default()
-    cache.add(key, value, timeout=timeout, version=version)
+    if stale:
+        cache._fc.add_stale(key, value, timeout, version, stale)
+    else:
+        cache.add(key, value, timeout=timeout, version=version)
     return cache.get(key, value, version=version)
 
 
-async def _acompute(cache: Any, key: Any, default: Any, timeout: Any,
-                    version: Any) -> Any:
-    _count(cache._fc.store, "single_flight_computations")
-    value = default()
-    await cache.aadd(key, value, timeout=timeout, version=version)
-    return await cache.aget(key, value, version=version)
+class _StaleClaim:
+    """Serve-stale: the claim of a caller that found an expired value within
+    its grace, taken without waiting, or None when another caller holds it
+    (then this caller serves the stale value)."""
+
+    __slots__ = ("ident", "flight", "lease")
+
+    def __init__(self, ident: tuple[int, str], flight: _Flight,
+                 lease: _Lease | None) -> None:
+        self.ident = ident
+        self.flight = flight
+        self.lease = lease
+
+    @staticmethod
+    def take(cache: Any, ident: tuple[int, str], made: str) -> _StaleClaim | None:
+        flight, owner = _enter(ident)
+        if not owner:
+            return None
+        lease = None
+        if cache._shared:
+            try:
+                lease = _LeaseAttempt(cache, made).claim_once()
+            except BaseException:
+                _leave(ident, flight, True)
+                raise
+            if lease is None:  # another process recomputes
+                _leave(ident, flight, False)
+                return None
+        return _StaleClaim(ident, flight, lease)
+
+    def release(self, failed: bool) -> None:
+        if self.lease is not None:
+            self.lease.release()
+        _leave(self.ident, self.flight, failed)
 
 
-def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -> Any:
-    """The miss path of FastCache.get_or_set with a callable default."""
+_NOTHING = object()
+
+# What the core asks its driver for: ("wait", event, seconds) -> whether the
+# event was set in time; ("sleep", seconds) -> None.
+_WAIT = "wait"
+_SLEEP = "sleep"
+Step = tuple[Any, ...]
+
+
+def _core(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+          stale: float) -> Generator[Step, Any, Any]:
+    """The miss path of get_or_set with a callable default, for both drivers:
+    it yields where a caller waits (for another thread's claim, between polls
+    of a lease) and returns the result.  A driver that stops early (a
+    cancelled coroutine) closes it, which releases whatever it holds."""
     missing = cache._missing_key
     store = cache._fc.store
     made = cache.make_key(key, version=version)
     ident = (id(store), made)
-    shared = cache._shared
+    if stale:
+        got = cache._fc.get_stale(key, _NOTHING, version)
+        if got is not _NOTHING:
+            value, is_stale = got
+            if not is_stale:  # stored meanwhile
+                return value
+            claim = _StaleClaim.take(cache, ident, made)
+            if claim is None:
+                _count(store, "single_flight_stale_serves")
+                return value
+            failed = True
+            try:
+                result = _compute(cache, key, default, timeout, version, stale)
+                failed = False
+                return result
+            finally:
+                claim.release(failed)
     while True:
         flight, owner = _enter(ident)
         if not owner:
             _count(store, "single_flight_waits")
-            if not flight.event.wait(cache._lock_timeout):
+            if not (yield (_WAIT, flight.event, cache._lock_timeout)):
                 _count(store, "single_flight_lock_timeouts")
-                return _compute(cache, key, default, timeout, version)
+                return _compute(cache, key, default, timeout, version, stale)
             value = cache.get(key, missing, version=version)
             if value is not missing:
                 return value
@@ -230,11 +314,11 @@ def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -
                 _count(store, "single_flight_takeovers")
                 continue
             # Stored already expired (timeout <= 0), or evicted: as Django.
-            return _compute(cache, key, default, timeout, version)
+            return _compute(cache, key, default, timeout, version, stale)
         failed = True
         lease = None
         try:
-            if shared:
+            if cache._shared:
                 attempt = _LeaseAttempt(cache, made)
                 while True:
                     lease = attempt.try_claim()
@@ -254,72 +338,64 @@ def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -
                         return value
                     if attempt.timed_out():
                         break
-                    time.sleep(attempt.next_delay())
-            result = _compute(cache, key, default, timeout, version)
+                    yield (_SLEEP, attempt.next_delay())
+            result = _compute(cache, key, default, timeout, version, stale)
             failed = False
             return result
         finally:
             if lease is not None:
                 lease.release()
             _leave(ident, flight, failed)
+
+
+def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+               stale: float = 0.0) -> Any:
+    """The miss path of FastCache.get_or_set: threads block on events and
+    sleep between polls."""
+    steps = _core(cache, key, default, timeout, version, stale)
+    try:
+        step = next(steps)
+        while True:
+            if step[0] is _WAIT:
+                reply = step[1].wait(step[2])
+            else:
+                time.sleep(step[1])
+                reply = None
+            step = steps.send(reply)
+    except StopIteration as done:
+        return done.value
+    finally:
+        steps.close()
+
+
+async def _wait_event(event: threading.Event, seconds: float) -> bool:
+    """Whether event is set within seconds, polling without blocking the loop
+    (the owner may be a thread of this process, which asyncio cannot await)."""
+    deadline = time.monotonic() + seconds
+    delay = _POLL_FIRST
+    while not event.is_set():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX)
+    return True
 
 
 async def aget_or_set(cache: Any, key: Any, default: Any, timeout: Any,
-                      version: Any) -> Any:
-    """The miss path of FastCache.aget_or_set with a callable default."""
-    missing = cache._missing_key
-    store = cache._fc.store
-    made = cache.make_key(key, version=version)
-    ident = (id(store), made)
-    shared = cache._shared
-    while True:
-        flight, owner = _enter(ident)
-        if not owner:
-            _count(store, "single_flight_waits")
-            deadline = time.monotonic() + cache._lock_timeout
-            delay = _POLL_FIRST
-            while not flight.event.is_set():
-                if time.monotonic() >= deadline:
-                    break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX)
-            if not flight.event.is_set():
-                _count(store, "single_flight_lock_timeouts")
-                return await _acompute(cache, key, default, timeout, version)
-            value = await cache.aget(key, missing, version=version)
-            if value is not missing:
-                return value
-            if flight.failed:
-                _count(store, "single_flight_takeovers")
-                continue
-            return await _acompute(cache, key, default, timeout, version)
-        failed = True
-        lease = None
-        try:
-            if shared:
-                attempt = _LeaseAttempt(cache, made)
-                while True:
-                    lease = attempt.try_claim()
-                    if lease is not None:
-                        if attempt.waited:
-                            value = await cache.aget(key, missing, version=version)
-                            if value is not missing:
-                                failed = False
-                                return value
-                            # Its holder raised, died or outlived LOCK_TIMEOUT.
-                            _count(store, "single_flight_takeovers")
-                        break
-                    value = await cache.aget(key, missing, version=version)
-                    if value is not missing:
-                        failed = False
-                        return value
-                    if attempt.timed_out():
-                        break
-                    await asyncio.sleep(attempt.next_delay())
-            result = await _acompute(cache, key, default, timeout, version)
-            failed = False
-            return result
-        finally:
-            if lease is not None:
-                lease.release()
-            _leave(ident, flight, failed)
+                      version: Any, stale: float = 0.0) -> Any:
+    """The miss path of FastCache.aget_or_set: the same core, waiting with
+    asyncio.sleep so that the event loop keeps running."""
+    steps = _core(cache, key, default, timeout, version, stale)
+    try:
+        step = next(steps)
+        while True:
+            if step[0] is _WAIT:
+                reply = await _wait_event(step[1], step[2])
+            else:
+                await asyncio.sleep(step[1])
+                reply = None
+            step = steps.send(reply)
+    except StopIteration as done:
+        return done.value
+    finally:
+        steps.close()
