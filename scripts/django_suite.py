@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run Django's own cache test suite against a cache backend class.
 
-    python scripts/django_suite.py [--backend DOTTED.PATH] [--pages]
+    python scripts/django_suite.py [--backend DOTTED.PATH] [--pages] [--tiered]
                                    [--extra-modules LABEL ...]
                                    [-- RUNTESTS_ARGS ...]
 
@@ -301,6 +301,29 @@ def run_streaming(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, 
     return proc.wait(), "".join(lines)
 
 
+TIERED_MODULE = "fastcache_tiered"
+
+
+@contextlib.contextmanager
+def redis_for_suite():
+    """A redis-server for the --tiered run, stopped at the end whatever happens.
+    Missing and not installable is a failure, never a skip."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import servers
+
+    reason, _spent = servers.ensure_server_binaries()
+    if reason and servers.which("redis-server") is None:
+        sys.exit(f"django_suite: --tiered needs redis-server: {reason}")
+    workdir = tempfile.mkdtemp(prefix="fastcache-suite-redis-")
+    try:
+        server = servers.start_server("redis", workdir)
+        log(f"{server.version} on {server.url}")
+        yield server.url
+    finally:
+        servers.stop_servers()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Run Django's own cache tests against a cache backend.",
@@ -322,6 +345,10 @@ def main() -> int:
                         help="runtests.py verbosity (2 lists every test and skip)")
     parser.add_argument("--parallel", default="1",
                         help="runtests.py --parallel (default 1)")
+    parser.add_argument("--tiered", action="store_true",
+                        help="run Django's BaseCacheTests on TieredCache over "
+                             "RedisCache (scripts/django_tiered_tests.py) with a "
+                             "redis-server started for the run (tests/servers.py)")
     parser.add_argument("runtests_args", nargs=argparse.REMAINDER,
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -364,7 +391,14 @@ def main() -> int:
         tmp_path.write_text(text)
         os.replace(tmp_path, settings_path)
 
-    labels = args.only or resolve_default_labels(tests_dir, version)
+    if args.tiered:
+        # Inside Django's cache test package, so that runtests.py installs the
+        # "cache" app the imported BaseCacheTests needs, and runs only these.
+        shutil.copyfile(ROOT / "scripts" / "django_tiered_tests.py",
+                        tests_dir / "cache" / f"{TIERED_MODULE}.py")
+        labels = [f"cache.{TIERED_MODULE}"]
+    else:
+        labels = args.only or resolve_default_labels(tests_dir, version)
     labels = labels + args.extra_modules
     cmd = [sys.executable, "runtests.py", f"--settings={settings_name}",
            f"--parallel={args.parallel}", "-v", str(args.verbosity),
@@ -380,7 +414,12 @@ def main() -> int:
             [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + [str(ROOT)]
         )
     log(f"running in {tests_dir}: {' '.join(cmd[1:])}")
-    rc, output = run_streaming(cmd, tests_dir, env)
+    if args.tiered:
+        with redis_for_suite() as url:
+            env["FASTCACHE_SUITE_REDIS"] = url
+            rc, output = run_streaming(cmd, tests_dir, env)
+    else:
+        rc, output = run_streaming(cmd, tests_dir, env)
 
     found = re.findall(r"^Found (\d+) test", output, re.MULTILINE)
     ran = re.findall(r"^Ran (\d+) tests? in ", output, re.MULTILINE)
@@ -390,7 +429,9 @@ def main() -> int:
     skipped = re.search(r"skipped=(\d+)", detail)
     # Python >= 3.12's unittest leaves skipped tests out of "Ran N tests";
     # "Found N test(s)" is Django's count of everything selected.
-    summary = (f"Django {version}, backend {args.backend}"
+    tested = ("django_fastcache.TieredCache over RedisCache (BaseCacheTests)"
+              if args.tiered else args.backend)
+    summary = (f"Django {version}, backend {tested}"
                f"{' + page drop-ins' if args.pages else ''}: "
                f"{found[-1] if found else '?'} tests found, {count} ran, "
                f"{skipped.group(1) if skipped else 0} skipped by Django")
