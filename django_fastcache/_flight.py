@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import threading
 import time
@@ -549,3 +550,100 @@ def page_claim_or_wait(cache: Any, name: str,
         if time.monotonic() >= deadline:
             _count(store, "single_flight_lock_timeouts")
             return None, None
+
+
+# --------------------------------------------------------------------------
+# TieredCache: one computation per missing key for the whole cluster
+
+
+def _l2_lock_timeout(seconds: float) -> int:
+    # Memcached takes whole seconds (and 0 would mean "never expires").
+    return max(1, math.ceil(seconds))
+
+
+def tiered_get_or_set(cache: Any, key: Any, default: Any, timeout: Any,
+                      version: Any) -> Any:
+    """The miss path of TieredCache.get_or_set with a callable default.
+
+    In a process, one caller per key goes on (the in-process claim), the
+    others wait for it as in get_or_set above.  Across hosts, that caller
+    adds a lock key to L2 ("fastcache-lock:" + the made key, value a token,
+    expiring after LOCK_TIMEOUT): add is atomic in Redis and Memcached, so
+    one caller in the cluster computes; the others poll the cache (L1 then
+    L2: 1 ms doubling to 20 ms) for its value, and compute themselves when
+    the lock is gone without a value (the holder raised, or died and its
+    lock expired) or LOCK_TIMEOUT passed.  The holder deletes its lock only
+    while it cannot have expired (it cannot be someone else's)."""
+    missing = _NOTHING
+    state = cache._state
+    made = cache._made(key, version)
+    ident = (id(state), "tiered:" + made)
+    while True:
+        flight, owner = _enter(ident)
+        if not owner:
+            _count(state, "single_flight_waits")
+            if not flight.event.wait(cache._lock_timeout):
+                _count(state, "single_flight_lock_timeouts")
+                return _tiered_compute(cache, key, default, timeout, version)
+            value = cache.get(key, missing, version=version)
+            if value is not missing:
+                return value
+            if flight.failed:
+                _count(state, "single_flight_takeovers")
+                continue
+            return _tiered_compute(cache, key, default, timeout, version)
+        failed = True
+        try:
+            result = _tiered_owner(cache, key, default, timeout, version, made, state)
+            failed = False
+            return result
+        finally:
+            _leave(ident, flight, failed)
+
+
+def _tiered_compute(cache: Any, key: Any, default: Any, timeout: Any,
+                    version: Any) -> Any:
+    _count(cache._state, "single_flight_computations")
+    value = default()
+    cache.add(key, value, timeout=timeout, version=version)
+    return cache.get(key, value, version=version)
+
+
+def _tiered_owner(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+                  made: str, state: Any) -> Any:
+    missing = _NOTHING
+    l2 = cache._l2
+    lock_key = "fastcache-lock:" + made
+    token = f"{os.getpid()}:{uuid.uuid4().hex}"
+    limit = cache._lock_timeout
+    deadline = 0.0
+    delay = _POLL_FIRST
+    waited = False
+    while True:
+        start = time.monotonic()
+        if l2.add(lock_key, token, timeout=_l2_lock_timeout(limit)):
+            try:
+                if waited:
+                    # The previous holder may have stored it.
+                    value = cache.get(key, missing, version=version)
+                    if value is not missing:
+                        return value
+                    _count(state, "single_flight_takeovers")
+                return _tiered_compute(cache, key, default, timeout, version)
+            finally:
+                margin = min(0.5, limit / 4)
+                alive = time.monotonic() - start < limit - margin
+                if alive and l2.get(lock_key) == token:
+                    l2.delete(lock_key)
+        if not waited:
+            waited = True
+            deadline = time.monotonic() + limit
+            _count(state, "single_flight_waits")
+        time.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX)
+        value = cache.get(key, missing, version=version)
+        if value is not missing:
+            return value
+        if time.monotonic() >= deadline:
+            _count(state, "single_flight_lock_timeouts")
+            return _tiered_compute(cache, key, default, timeout, version)

@@ -58,11 +58,14 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .backend import FastCache
+from . import _flight
+from .backend import FastCache, _lock_timeout
 
 __all__ = ["TieredCache"]
 
-KNOWN_OPTIONS = frozenset({"L2", "L1", "L1_TIMEOUT", "INVALIDATION", "CHANNEL"})
+KNOWN_OPTIONS = frozenset(
+    {"L2", "L1", "L1_TIMEOUT", "INVALIDATION", "CHANNEL", "LOCK_TIMEOUT"}
+)
 DEFAULT_L1_TIMEOUT = 5.0
 DEFAULT_L1_MAX_ENTRIES = 10000
 CHANNEL_PREFIX = "django_fastcache:invalidate:"
@@ -105,6 +108,7 @@ def validate_tiered_params(params: Mapping[str, Any]) -> None:
         )
     l1_timeout(params)
     l1_params(params)
+    _lock_timeout(params)
     url = options.get("INVALIDATION")
     if url is not None and not (
         isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://"))
@@ -494,6 +498,7 @@ class TieredCache(BaseCache):
         self._state_args = (options.get("INVALIDATION"), channel, l1_cls, l1)
         self._state_obj = _state_for(*self._state_args)
         self._l2_instance: BaseCache | None = None
+        self._lock_timeout = _lock_timeout(params)
 
     @property
     def _state(self) -> _State:
@@ -781,6 +786,32 @@ class TieredCache(BaseCache):
             self._state.flush()
             self._state.broadcast(None)
 
+    # get_or_set computes a missing value once for the whole cluster: one
+    # caller per process (the in-process claim), and across hosts the one
+    # that adds a lock key to L2 (atomic there); see _flight.tiered_get_or_set.
+    def get_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT,
+                   version: Any = None) -> Any:
+        val = self.get(key, _MISSING, version=version)
+        if val is not _MISSING:
+            return val
+        if (
+            not callable(default)
+            or not self._lock_timeout
+            or type(self).get is not TieredCache.get
+            or type(self).add is not TieredCache.add
+            or "get" in self.__dict__
+            or "add" in self.__dict__
+        ):
+            return super().get_or_set(key, default, timeout=timeout, version=version)
+        return _flight.tiered_get_or_set(self, key, default, timeout, version)
+
+    async def aget_or_set(self, key: Any, default: Any,
+                          timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Any:
+        val = await self.aget(key, _MISSING, version=version)
+        if val is not _MISSING:
+            return val
+        return await sync_to_async(self.get_or_set)(key, default, timeout, version)
+
     def close(self, **kwargs: Any) -> None:
         if self._l2_instance is not None:
             self._l2_instance.close(**kwargs)
@@ -799,6 +830,7 @@ class TieredCache(BaseCache):
             "hits": counters["l1_hits"] + counters["l2_hits"],
             "misses": counters["misses"],
             **counters,
+            **_flight.stats(state),
             "l1_entries": l1.get("entries", 0),
             "l1_bytes": l1.get("bytes", 0),
             "connected": int(state.usable),
@@ -808,6 +840,7 @@ class TieredCache(BaseCache):
         counters = self._state.counters
         for name in counters:
             counters[name] = 0
+        _flight.reset_stats(self._state)
 
     # Native coroutines: an L1 hit answers without leaving the event loop;
     # everything that talks to L2 runs the sync method in a thread, as

@@ -24,6 +24,9 @@ incr      "count" incr of one key; the values incr returned, and the value
 add       add("add:<i>") for i in range("count"); the i it won are reported.
 fork      the cache used, then os.fork(): the child's listener, and the
           parent's write seen by the child.
+flight    "threads" threads call get_or_set("flight", compute) at once;
+          compute appends this pid to "runs", sleeps "sleep" seconds (for
+          ever with "hang") and returns "value-<pid>".  The values returned.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ def setup(cfg: dict) -> object:
         "default": {
             "BACKEND": "django_fastcache.TieredCache",
             "OPTIONS": {"L2": "redis", "L1": l1, "L1_TIMEOUT": cfg["l1_timeout"],
-                        "INVALIDATION": cfg["redis"], "CHANNEL": "tiered-test"},
+                        "INVALIDATION": cfg["redis"], "CHANNEL": "tiered-test",
+                        **({"LOCK_TIMEOUT": cfg["lock_timeout"]}
+                           if "lock_timeout" in cfg else {})},
         },
     })
     django.setup()
@@ -150,6 +155,36 @@ def run_fork(cache, cfg, result) -> None:
         result["child"] = json.load(f)
 
 
+def run_flight(cache, cfg, result) -> None:
+    import threading
+
+    def compute():
+        fd = os.open(cfg["runs"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        while cfg.get("hang"):
+            time.sleep(1)
+        time.sleep(cfg["sleep"])
+        return f"value-{os.getpid()}"
+
+    values = []
+    lock = threading.Lock()
+
+    def call():
+        value = cache.get_or_set("flight", compute, timeout=300)
+        with lock:
+            values.append(value)
+
+    threads = [threading.Thread(target=call) for _ in range(cfg["threads"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result["values"] = values
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     cache = setup(cfg)
@@ -191,6 +226,8 @@ def main() -> None:
         ]
     elif mode == "fork":
         run_fork(cache, cfg, result)
+    elif mode == "flight":
+        run_flight(cache, cfg, result)
     result["stats"] = cache.stats()
     with open(cfg["out"], "w") as f:
         json.dump(result, f)
