@@ -231,6 +231,27 @@ def _compute(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
     return cache.get(key, value, version=version)
 
 
+def _claim_without_waiting(cache: Any, ident: tuple[int, str],
+                           name: str) -> tuple[_Flight, _Lease | None] | None:
+    """The in-process claim of ident and, for SharedMemoryCache, the lease of
+    name (taken over from a dead holder), if this caller gets both now;
+    else None (another thread or process holds them), holding nothing."""
+    flight, owner = _enter(ident)
+    if not owner:
+        return None
+    lease = None
+    if cache._shared:
+        try:
+            lease = _LeaseAttempt(cache, name).claim_once()
+        except BaseException:
+            _leave(ident, flight, True)
+            raise
+        if lease is None:  # another process holds it
+            _leave(ident, flight, False)
+            return None
+    return flight, lease
+
+
 class _StaleClaim:
     """Serve-stale: the claim of a caller that found an expired value within
     its grace, taken without waiting, or None when another caller holds it
@@ -246,20 +267,8 @@ class _StaleClaim:
 
     @staticmethod
     def take(cache: Any, ident: tuple[int, str], made: str) -> _StaleClaim | None:
-        flight, owner = _enter(ident)
-        if not owner:
-            return None
-        lease = None
-        if cache._shared:
-            try:
-                lease = _LeaseAttempt(cache, made).claim_once()
-            except BaseException:
-                _leave(ident, flight, True)
-                raise
-            if lease is None:  # another process recomputes
-                _leave(ident, flight, False)
-                return None
-        return _StaleClaim(ident, flight, lease)
+        got = _claim_without_waiting(cache, ident, made)
+        return None if got is None else _StaleClaim(ident, *got)
 
     def release(self, failed: bool) -> None:
         if self.lease is not None:
@@ -476,22 +485,9 @@ def _is_nostore(cache: Any, ident: tuple[int, str], name: str) -> bool:
 
 
 def _claim_page(cache: Any, ident: tuple[int, str], name: str) -> PageClaim | None:
-    """The page's claim if this caller gets it now (in-process claim, then for
-    SharedMemoryCache the lease, taken over from a dead holder); else None."""
-    flight, owner = _enter(ident)
-    if not owner:
-        return None
-    lease = None
-    if cache._shared:
-        try:
-            lease = _LeaseAttempt(cache, name).claim_once()
-        except BaseException:
-            _leave(ident, flight, True)
-            raise
-        if lease is None:  # another process renders it
-            _leave(ident, flight, False)
-            return None
-    return PageClaim(cache, name, ident, flight, lease)
+    """The page's claim if this caller gets it now; else None."""
+    got = _claim_without_waiting(cache, ident, name)
+    return None if got is None else PageClaim(cache, name, ident, *got)
 
 
 def _claim_held(cache: Any, ident: tuple[int, str], attempt: Any) -> bool:
