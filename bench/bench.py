@@ -292,6 +292,13 @@ def w_get(value: Any) -> Callable[[Any], Prepare]:
     return workload
 
 
+def w_get_safe(cache: Any) -> Prepare:
+    # Built here: SafeString needs Django imported (setup_django runs first).
+    from django.utils.safestring import mark_safe
+
+    return w_get(mark_safe(STR_VALUE))(cache)
+
+
 def w_get_miss(cache: Any) -> Prepare:
     assert cache.get(MISSING) is None
     return call1(cache.get, MISSING)
@@ -645,6 +652,9 @@ CASES: list[Case] = [
                 "get of a present key holding an int"),
     simple_case("get_dict", "get hit 10-key dict", 6.0, w_get(DICT_VALUE),
                 "get of a 10-key str->str dict (decoding dominates)"),
+    simple_case("get_safestring", "get hit SafeString (template fragment)", 5.0,
+                w_get_safe, "get of a present key holding the 40-char str as a "
+                "SafeString, what {% cache %} stores (B decodes it with fc_codec.c)"),
     simple_case("get_row", "get hit dict with datetime/Decimal/UUID fields", None,
                 w_get(ROW_VALUE),
                 "get of an API-row dict: id UUID, created datetime (UTC), price "

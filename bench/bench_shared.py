@@ -32,9 +32,7 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -97,174 +95,23 @@ def log(msg: str, end: str = "\n") -> None:
 
 
 # --------------------------------------------------------------------------
-# Servers: installed if missing, started on free loopback ports, always
-# stopped: try/finally in main, atexit, SIGTERM/SIGHUP/SIGQUIT handlers, and
-# for a benchmark killed outright (SIGKILL) a watchdog.  Each server runs
-# under `sh` in its own process group, with a reader of a pipe whose only
-# write end is ours: on EOF (we closed it, or we died) the reader signals the
-# whole group.  sh itself waits for the server, so it exits when the server
-# does.  (A parent-death signal would not do: memcached drops root with
-# setuid(), which clears it.)
+# Servers: tests/servers.py (shared with the test suite) installs them if
+# missing, starts them on free loopback ports and always stops them:
+# try/finally in main, atexit, SIGTERM/SIGHUP/SIGQUIT handlers, and a
+# watchdog for a benchmark killed outright.
 
-WATCHDOG = 'exec 3<&0; "$@" & srv=$!; { read _eof <&3; kill -TERM 0; } & wait $srv'
-
-_children: list[subprocess.Popen[bytes]] = []
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def stop_servers() -> None:
-    while _children:
-        proc = _children.pop()
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()  # EOF: the watchdog stops its server
-            proc.wait(5)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        _kill_group(proc)  # anything left in the group (normally nothing)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+sys.path.insert(0, os.path.join(os.path.dirname(BENCH_DIR), "tests"))
+from servers import (  # noqa: E402
+    Server,
+    ensure_server_binaries,
+    start_server,
+    stop_servers,
+)
 
 
 def _on_signal(signum: int, _frame: object) -> None:
     stop_servers()
     raise SystemExit(128 + signum)
-
-
-SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin",
-                             "/sbin", "/bin"])
-
-
-def which(binary: str) -> str | None:
-    return shutil.which(binary, path=SBIN_PATH)
-
-
-def ensure_server_binaries() -> tuple[str | None, float]:
-    """None when memcached and redis-server are there (installing them with
-    apt-get if we can), else why not; and the seconds spent installing."""
-    missing = [pkg for pkg in ("memcached", "redis-server") if which(pkg) is None]
-    if not missing:
-        return None, 0.0
-    if which("apt-get") is None:
-        return (f"{' and '.join(missing)} not installed and apt-get is not "
-                "available: install them to get the server rows"), 0.0
-    if os.geteuid() != 0:
-        return (f"{' and '.join(missing)} not installed and not running as root: "
-                f"run `sudo apt-get install -y {' '.join(missing)}` first"), 0.0
-    log(f"bench_shared: installing {' '.join(missing)} with apt-get ...", end="")
-    t0 = time.monotonic()
-    # Keep the packages' maintainer scripts from starting their system
-    # services (the standard policy-rc.d "101: action forbidden"): we run
-    # our own servers on our own ports and leave nothing behind.
-    policy = "/usr/sbin/policy-rc.d"
-    created = False
-    if not os.path.exists(policy):
-        with open(policy, "w") as f:
-            f.write("#!/bin/sh\nexit 101\n")
-        os.chmod(policy, 0o755)
-        created = True
-    try:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        proc = subprocess.run(
-            ["sh", "-c", "apt-get update -qq && apt-get install -y -qq "
-             + " ".join(missing)],
-            env=env, capture_output=True, text=True,
-        )
-    finally:
-        if created:
-            os.unlink(policy)
-    spent = time.monotonic() - t0
-    log(f" {spent:.1f} s")
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return "apt-get install failed: " + " / ".join(tail), spent
-    still = [pkg for pkg in missing if which(pkg) is None]
-    if still:
-        return f"apt-get ran but {' and '.join(still)} is still missing", spent
-    return None, spent
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(port: int, probe: bytes, expect: bytes) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(probe)
-            return s.recv(256).startswith(expect)
-    except OSError:
-        return False
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    version: str
-    proc: subprocess.Popen[bytes]
-
-
-def start_server(name: str, workdir: str) -> Server:
-    binary = which("memcached" if name == "memcached" else "redis-server")
-    if binary is None:
-        raise RuntimeError(f"{name} is not installed")
-    if name == "memcached":
-        version = subprocess.run([binary, "-V"], capture_output=True,
-                                 text=True).stdout.strip()
-        probe, expect = b"version\r\n", b"VERSION "
-    else:
-        out = subprocess.run([binary, "--version"], capture_output=True,
-                             text=True).stdout.split()
-        version = "redis " + next((w[2:] for w in out if w.startswith("v=")), "?")
-        probe, expect = b"PING\r\n", b"+PONG"
-    last_error = ""
-    for _attempt in range(3):  # another process may grab the free port first
-        port = free_port()
-        if name == "memcached":
-            cmd = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0"]
-            if os.geteuid() == 0:  # memcached refuses to run as root without -u
-                cmd += ["-u", "memcache" if _user_exists("memcache") else "nobody"]
-        else:
-            cmd = [binary, "--port", str(port), "--bind", "127.0.0.1",
-                   "--save", "", "--appendonly", "no", "--dir", workdir]
-        logfile = os.path.join(workdir, f"{name}-{port}.log")
-        with open(logfile, "wb") as out_f:
-            proc = subprocess.Popen(["sh", "-c", WATCHDOG, "sh", *cmd],
-                                    stdin=subprocess.PIPE, stdout=out_f,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        _children.append(proc)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _answers(port, probe, expect):
-                return Server(name, port, version, proc)
-            time.sleep(0.05)
-        _children.remove(proc)
-        _kill_group(proc)
-        proc.wait()
-        with open(logfile, errors="replace") as f:
-            last_error = " / ".join(f.read().strip().splitlines()[-3:])
-    raise RuntimeError(f"{name} did not answer on 127.0.0.1: {last_error or '?'}")
-
-
-def _user_exists(user: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        return False
-    return True
 
 
 def client_version(dist: str) -> str | None:

@@ -54,6 +54,7 @@ enum {
     T_TZINFO,
     T_DECIMAL,
     T_UUID,
+    T_SUBCLASS,
     /* Tags from T_SMALL_INT up are the ints SMALL_INT_MIN .. SMALL_INT_MIN + 127
      * themselves: list(range(100)) is a byte an item. */
     T_SMALL_INT = 0x80,
@@ -65,7 +66,7 @@ enum { TZ_NONE, TZ_UTC, TZ_FIXED, TZ_ZONEINFO };
 
 /* What an encoding walk met and could not judge without Python code (a type
  * not looked up yet): fc_codec_encode looks it up and walks again. */
-enum { NEED_ZONEINFO = 1, NEED_DECIMAL = 2, NEED_UUID = 4 };
+enum { NEED_ZONEINFO = 1, NEED_DECIMAL = 2, NEED_UUID = 4, NEED_SUBTYPE = 8 };
 
 #define CAPI(st) ((const PyDateTime_CAPI *)(st)->datetime_capi)
 
@@ -78,8 +79,9 @@ enum { NEED_ZONEINFO = 1, NEED_DECIMAL = 2, NEED_UUID = 4 };
 typedef struct {
     fc_codec_state *st;
     int protocol;
-    int need; /* NEED_* flags */
-    char *p;  /* stack, or malloc'ed once grown */
+    int need;                /* NEED_* flags */
+    PyTypeObject *need_type; /* NEED_SUBTYPE: the class to judge (borrowed from the value) */
+    char *p;                 /* stack, or malloc'ed once grown */
     size_t len, cap;
     PyObject *small[SEEN_SMALL]; /* mutable containers met, while few */
     size_t nsmall;
@@ -211,7 +213,7 @@ static int enc_value(enc *e, PyObject *v, int depth);
 
 static int enc_str(enc *e, PyObject *v)
 {
-    if (PyUnicode_IS_COMPACT_ASCII(v))
+    if (PyUnicode_IS_ASCII(v))
         return put_blob(e, T_ASCII, (const char *)PyUnicode_DATA(v),
                         (size_t)PyUnicode_GET_LENGTH(v));
     Py_ssize_t n;
@@ -530,6 +532,228 @@ static int enc_uuid(enc *e, PyObject *v, PyTypeObject *tp)
     return 1;
 }
 
+/* ---- Subclasses of str and bytes ----------------------------------------
+ * An instance of a subclass of str or bytes pickles (protocol 2 and up) as
+ * NEWOBJ(cls, (str(value),)) and no state when the class keeps object's and
+ * its base's pickling: no __reduce__/__reduce_ex__/__getnewargs__/
+ * __getstate__ of its own anywhere in the MRO, no instance __dict__ and no
+ * slots (so no state), generic attribute access (pickle's getattr reaches
+ * the same methods), no entry in copyreg.dispatch_table, and its module and
+ * qualname find it again (or pickle refuses it).  SafeString is such a
+ * class.  The codec writes those as SUBCLASS: the class's name and the
+ * value, and decodes them as unpickling does, cls->tp_new(cls, (value,)).
+ * A class is judged outside any walk (its version tag records the state it
+ * was judged in; a change re-judges it) and remembered in the state. */
+
+static PyObject *mro_lookup(PyTypeObject *tp, PyObject *name)
+{
+    PyObject *mro = tp->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *dict = ((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_dict;
+        PyObject *r = dict != NULL ? PyDict_GetItemWithError(dict, name) : NULL;
+        if (r != NULL || PyErr_Occurred())
+            return r;
+    }
+    return NULL;
+}
+
+/* 1 when tp and its base resolve name to the same object (both borrowed),
+ * 0 when not, -1 with an error set. */
+static int same_lookup(PyTypeObject *tp, PyTypeObject *base, const char *name)
+{
+    PyObject *n = PyUnicode_InternFromString(name);
+    if (n == NULL)
+        return -1;
+    PyObject *a = mro_lookup(tp, n);
+    PyObject *b = a != NULL || !PyErr_Occurred() ? mro_lookup(base, n) : NULL;
+    Py_DECREF(n);
+    if (PyErr_Occurred())
+        return -1;
+    return a == b;
+}
+
+static PyTypeObject *sub_base(PyTypeObject *tp)
+{
+    return PyType_IsSubtype(tp, &PyUnicode_Type) ? &PyUnicode_Type : &PyBytes_Type;
+}
+
+/* Finds module:qualname the way pickle's find_class does, but without
+ * importing: sys.modules, then a dict lookup per dotted part.  New
+ * reference, or NULL (an error set only for a real failure such as
+ * MemoryError; a missing name is NULL without error). */
+static PyObject *find_by_name(PyObject *module, PyObject *qualname)
+{
+    PyObject *obj = PyImport_GetModule(module);
+    if (obj == NULL)
+        return NULL;
+    PyObject *dot = PyUnicode_FromString(".");
+    PyObject *parts = dot != NULL ? PyUnicode_Split(qualname, dot, -1) : NULL;
+    Py_XDECREF(dot);
+    if (parts == NULL) {
+        Py_DECREF(obj);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; obj != NULL && i < PyList_GET_SIZE(parts); i++) {
+        PyObject *dict = PyModule_Check(obj) ? PyModule_GetDict(obj)
+                         : PyType_Check(obj) ? ((PyTypeObject *)obj)->tp_dict
+                                             : NULL;
+        PyObject *next =
+            dict != NULL ? PyDict_GetItemWithError(dict, PyList_GET_ITEM(parts, i)) : NULL;
+        Py_SETREF(obj, Py_XNewRef(next));
+    }
+    Py_DECREF(parts);
+    return obj;
+}
+
+/* Judges s->type (see above) and fills s->name, s->tag, s->plain.  Python
+ * code may run (the module and qualname attributes are read as pickle reads
+ * them): never during a walk.  0, or -1 with an error set. */
+static int judge_subtype(fc_codec_state *st, struct fc_codec_subtype *s)
+{
+    PyTypeObject *tp = (PyTypeObject *)s->type, *base = sub_base(tp);
+    s->plain = 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    (void)PyUnstable_Type_AssignVersionTag(tp);
+#else
+    PyObject *probe = PyUnicode_InternFromString("__reduce_ex__");
+    if (probe == NULL)
+        return -1;
+    (void)_PyType_Lookup(tp, probe); /* assigns a version tag */
+    Py_DECREF(probe);
+#endif
+    s->tag = tp->tp_version_tag;
+    if (st->dispatch_table == NULL) {
+        PyObject *copyreg = PyImport_ImportModule("copyreg");
+        PyObject *table =
+            copyreg != NULL ? PyObject_GetAttrString(copyreg, "dispatch_table") : NULL;
+        Py_XDECREF(copyreg);
+        if (table == NULL)
+            return -1;
+        if (!PyDict_Check(table)) {
+            Py_DECREF(table);
+            return 0; /* replaced by something else: pickle decides */
+        }
+        st->dispatch_table = table;
+    }
+    if (s->tag == 0 || Py_TYPE(tp) != &PyType_Type || !(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) ||
+        tp->tp_new != base->tp_new || tp->tp_getattro != PyObject_GenericGetAttr ||
+        tp->tp_dictoffset != 0 || tp->tp_basicsize != base->tp_basicsize ||
+        tp->tp_itemsize != base->tp_itemsize)
+        return 0;
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    if (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)
+        return 0;
+#endif
+    static const char *const same[] = {"__reduce_ex__",     "__reduce__",   "__getnewargs__",
+                                       "__getnewargs_ex__", "__getstate__", "__class__"};
+    for (size_t j = 0; j < sizeof same / sizeof *same; j++) {
+        int r = same_lookup(tp, base, same[j]);
+        if (r <= 0)
+            return r;
+    }
+    int in_table = PyDict_Contains(st->dispatch_table, (PyObject *)tp);
+    if (in_table != 0)
+        return in_table < 0 ? -1 : 0;
+    /* The name pickle would write, and a check that it finds the class. */
+    PyObject *module = PyDict_GetItemString(tp->tp_dict, "__module__");
+    PyObject *qualname = ((PyHeapTypeObject *)tp)->ht_qualname;
+    if (module == NULL || !PyUnicode_CheckExact(module) || qualname == NULL ||
+        !PyUnicode_CheckExact(qualname))
+        return 0;
+    Py_ssize_t nm, nq;
+    const char *m = PyUnicode_AsUTF8AndSize(module, &nm);
+    const char *q = m != NULL ? PyUnicode_AsUTF8AndSize(qualname, &nq) : NULL;
+    if (q == NULL || memchr(m, 0, (size_t)nm) != NULL || memchr(q, 0, (size_t)nq) != NULL ||
+        nm + nq + 1 > FC_CODEC_NAME_MAX) {
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    Py_INCREF(module); /* the lookups below may drop the dict's reference */
+    Py_INCREF(qualname);
+    PyObject *found = find_by_name(module, qualname);
+    Py_DECREF(module);
+    Py_DECREF(qualname);
+    if (found == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_DECREF(found);
+    if (found != (PyObject *)tp || tp->tp_version_tag != s->tag)
+        return 0;
+    PyObject *name = PyBytes_FromStringAndSize(NULL, nm + 1 + nq);
+    if (name == NULL)
+        return -1;
+    char *w = PyBytes_AS_STRING(name);
+    memcpy(w, m, (size_t)nm);
+    w[nm] = 0;
+    memcpy(w + nm + 1, q, (size_t)nq);
+    /* A class redefined under the same name (a reloaded module): the name
+     * now finds this one, so an older entry no longer decodes it and its
+     * instances go to pickle (which refuses them, as it would). */
+    for (int i = 0; i < st->nsub; i++) {
+        struct fc_codec_subtype *o = &st->sub[i];
+        if (o != s && o->name != NULL && PyBytes_GET_SIZE(o->name) == PyBytes_GET_SIZE(name) &&
+            memcmp(PyBytes_AS_STRING(o->name), w, (size_t)PyBytes_GET_SIZE(name)) == 0) {
+            Py_CLEAR(o->name);
+            o->plain = 0;
+        }
+    }
+    Py_XSETREF(s->name, name);
+    s->plain = 1;
+    return 0;
+}
+
+/* The remembered entry of tp, or NULL. */
+static struct fc_codec_subtype *find_subtype(fc_codec_state *st, PyTypeObject *tp)
+{
+    for (int i = 0; i < st->nsub; i++)
+        if (st->sub[i].type == (PyObject *)tp)
+            return &st->sub[i];
+    return NULL;
+}
+
+/* Remembers tp (a new entry) or judges it again (its version tag moved).
+ * Outside any walk.  0 (also when the state is full: its instances are then
+ * pickled), or -1 with an error set. */
+static int resolve_subtype(fc_codec_state *st, PyTypeObject *tp)
+{
+    struct fc_codec_subtype *s = find_subtype(st, tp);
+    if (s == NULL) {
+        if (st->nsub == FC_CODEC_SUBTYPES)
+            return 0;
+        s = &st->sub[st->nsub++];
+        s->type = Py_NewRef((PyObject *)tp);
+        s->name = NULL;
+    }
+    return judge_subtype(st, s);
+}
+
+static int enc_subclass(enc *e, PyObject *v, PyTypeObject *tp)
+{
+    fc_codec_state *st = e->st;
+    struct fc_codec_subtype *s = find_subtype(st, tp);
+    if (s == NULL || s->tag != tp->tp_version_tag) {
+        if (s != NULL || st->nsub < FC_CODEC_SUBTYPES) {
+            e->need |= NEED_SUBTYPE; /* judged outside the walk, then walked again */
+            e->need_type = tp;
+        }
+        return 0;
+    }
+    if (!s->plain)
+        return 0;
+    int in_table = PyDict_Contains(st->dispatch_table, (PyObject *)tp);
+    if (in_table != 0)
+        return in_table < 0 ? -1 : 0;
+    int rc = put_blob(e, T_SUBCLASS, PyBytes_AS_STRING(s->name), (size_t)PyBytes_GET_SIZE(s->name));
+    if (rc <= 0)
+        return rc;
+    if (PyUnicode_Check(v))
+        return enc_str(e, v);
+    return put_blob(e, T_BYTES, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+}
+
 /* Types not among the builtins: decimal's, uuid's, datetime's, and tzinfos
  * on their own. */
 static int enc_other(enc *e, PyObject *v, PyTypeObject *tp)
@@ -589,8 +813,11 @@ static int enc_value(enc *e, PyObject *v, int depth)
     if (tp == &PyBytes_Type)
         return put_blob(e, T_BYTES, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
     if (tp != &PyTuple_Type && tp != &PyList_Type && tp != &PyDict_Type && tp != &PySet_Type &&
-        tp != &PyFrozenSet_Type)
+        tp != &PyFrozenSet_Type) {
+        if (PyUnicode_Check(v) || PyBytes_Check(v))
+            return enc_subclass(e, v, tp);
         return enc_other(e, v, tp);
+    }
     if (depth >= FC_CODEC_MAX_DEPTH)
         return 0;
     depth++;
@@ -879,6 +1106,10 @@ int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **ou
             return rc;
         /* Each lookup fills its slot (or Py_None), so this walks at most
          * once more per kind of need. */
+        /* First: the class is borrowed from the value, which the lookups
+         * below (imports: Python code) could change. */
+        if ((e.need & NEED_SUBTYPE) && resolve_subtype(st, e.need_type) < 0)
+            return -1;
         if ((e.need & NEED_ZONEINFO) && resolve_zoneinfo(st) < 0)
             return -1;
         if ((e.need & NEED_DECIMAL) && resolve_decimal(st) < 0)
@@ -894,6 +1125,7 @@ int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **ou
 typedef struct {
     const unsigned char *p, *end, *start;
     fc_codec_state *st;
+    PyObject *need_module; /* a module to import outside the walk, then walk again */
 } dec;
 
 static PyObject *damaged(const dec *d, const char *what)
@@ -1440,6 +1672,98 @@ static PyObject *dec_uuid(dec *d)
     return u;
 }
 
+/* The class a SUBCLASS payload names (module "\0" qualname): the state's
+ * entry, else found as pickle's find_class would, without running Python
+ * code: a module not imported yet is left in d->need_module for
+ * fc_codec_decode to import outside the walk.  New reference, or NULL with
+ * an error set. */
+static PyObject *dec_find_class(dec *d, const unsigned char *name, size_t n)
+{
+    fc_codec_state *st = d->st;
+    for (int i = 0; i < st->nsub; i++) {
+        PyObject *o = st->sub[i].name;
+        if (o != NULL && (size_t)PyBytes_GET_SIZE(o) == n &&
+            memcmp(PyBytes_AS_STRING(o), name, n) == 0)
+            return Py_NewRef(st->sub[i].type);
+    }
+    size_t nm = strlen((const char *)name);
+    PyObject *module = PyUnicode_DecodeUTF8((const char *)name, (Py_ssize_t)nm, NULL);
+    PyObject *qualname = module != NULL ? PyUnicode_DecodeUTF8((const char *)name + nm + 1,
+                                                               (Py_ssize_t)(n - nm - 1), NULL)
+                                        : NULL;
+    PyObject *cls = qualname != NULL ? find_by_name(module, qualname) : NULL;
+    if (cls == NULL && !PyErr_Occurred()) {
+        PyObject *mod = PyImport_GetModule(module);
+        if (mod == NULL && !PyErr_Occurred()) {
+            d->need_module = Py_NewRef(module);
+            PyErr_SetString(PyExc_ImportError, "fastcache: module not imported yet");
+        }
+        else if (mod != NULL)
+            PyErr_Format(PyExc_AttributeError, "Can't get attribute %R on %R", qualname, mod);
+        Py_XDECREF(mod);
+    }
+    if (cls != NULL && !PyType_Check(cls)) {
+        PyErr_Format(PyExc_TypeError, "fastcache: cached value names %U.%U, which is not a class",
+                     module, qualname);
+        Py_CLEAR(cls);
+    }
+    if (cls != NULL && st->nsub < FC_CODEC_SUBTYPES) {
+        /* Remembered for the next decode; judged when first encoded. */
+        PyObject *b = PyBytes_FromStringAndSize((const char *)name, (Py_ssize_t)n);
+        if (b == NULL)
+            Py_CLEAR(cls);
+        else {
+            struct fc_codec_subtype *s = &st->sub[st->nsub++];
+            s->type = Py_NewRef(cls);
+            s->name = b;
+            s->tag = 0;
+            s->plain = 0;
+        }
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    return cls;
+}
+
+/* An instance of a subclass of str or bytes, made as unpickling makes it:
+ * cls->tp_new(cls, (value,), NULL).  For the classes the codec writes, that
+ * is str's or bytes' own __new__ (C); a class changed since may run its own
+ * __new__, as pickle.loads would. */
+static PyObject *dec_subclass(dec *d, int depth)
+{
+    Py_ssize_t n;
+    if (get_count(d, 1, &n) < 0)
+        return NULL;
+    const unsigned char *name = d->p;
+    d->p += n;
+    if (n < 3 || n > FC_CODEC_NAME_MAX || memchr(name, 0, (size_t)n) == NULL ||
+        memchr(name, 0, (size_t)n) != memrchr(name, 0, (size_t)n) || name[0] == 0 ||
+        name[n - 1] == 0)
+        return damaged(d, "bad class name");
+    if (d->p >= d->end || (*d->p != T_ASCII && *d->p != T_UTF8 && *d->p != T_BYTES))
+        return damaged(d, "bad subclass value");
+    if (dec_need_state(d, "subclass of str or bytes") < 0)
+        return NULL;
+    PyObject *cls = dec_find_class(d, name, (size_t)n);
+    if (cls == NULL)
+        return NULL;
+    PyObject *r = NULL, *args = NULL, *value = dec_value(d, depth);
+    if (value != NULL)
+        args = PyTuple_Pack(1, value);
+    if (args != NULL) {
+        PyTypeObject *tp = (PyTypeObject *)cls;
+        if (tp->tp_new == NULL)
+            PyErr_Format(PyExc_TypeError, "fastcache: cannot create '%.200s' instances",
+                         tp->tp_name);
+        else
+            r = tp->tp_new(tp, args, NULL);
+    }
+    Py_XDECREF(args);
+    Py_XDECREF(value);
+    Py_DECREF(cls);
+    return r;
+}
+
 static PyObject *dec_value(dec *d, int depth)
 {
     if (d->p >= d->end)
@@ -1497,13 +1821,15 @@ static PyObject *dec_value(dec *d, int depth)
     case T_TZINFO: return dec_datetime(d, tag);
     case T_DECIMAL: return dec_decimal(d);
     case T_UUID: return dec_uuid(d);
+    case T_SUBCLASS: return dec_subclass(d, depth);
     default: d->p--; return damaged(d, "unknown tag");
     }
 }
 
 PyObject *fc_codec_decode(fc_codec_state *st, const char *p, size_t n)
 {
-    dec d = {(const unsigned char *)p, (const unsigned char *)p + n, (const unsigned char *)p, st};
+    dec d = {(const unsigned char *)p, (const unsigned char *)p + n, (const unsigned char *)p, st,
+             NULL};
     if (n == 0)
         return damaged(&d, "empty");
     if (d.p[0] != FC_CODEC_VERSION) {
@@ -1514,13 +1840,28 @@ PyObject *fc_codec_decode(fc_codec_state *st, const char *p, size_t n)
         return NULL;
     }
     d.p++;
-    /* A list or tuple is made at its full size and filled item by item: no
-     * collection (whose callbacks and finalizers run Python code that could
-     * reach it through gc.get_objects()) may see it half filled. */
-    int gc_was_on = PyGC_Disable();
-    PyObject *v = dec_value(&d, 0);
-    if (gc_was_on)
-        PyGC_Enable();
+    PyObject *v;
+    for (;;) {
+        /* A list or tuple is made at its full size and filled item by item:
+         * no collection (whose callbacks and finalizers run Python code that
+         * could reach it through gc.get_objects()) may see it half filled. */
+        int gc_was_on = PyGC_Disable();
+        v = dec_value(&d, 0);
+        if (gc_was_on)
+            PyGC_Enable();
+        if (d.need_module == NULL)
+            break;
+        /* A subclass's module not imported yet: pickle would import it;
+         * done here, with nothing half built, then the walk starts over
+         * (each time with one more module imported, so this ends). */
+        PyErr_Clear();
+        PyObject *mod = PyImport_Import(d.need_module);
+        Py_CLEAR(d.need_module);
+        if (mod == NULL)
+            return NULL;
+        Py_DECREF(mod);
+        d.p = d.start + 1;
+    }
     if (v != NULL && d.p != d.end) {
         Py_DECREF(v);
         return damaged(&d, "bytes after the value");
@@ -1555,6 +1896,9 @@ int fc_codec_state_traverse(fc_codec_state *st, visitproc visit, void *arg)
     Py_VISIT(st->uuid_setstate);
     for (size_t i = 0; i < 3; i++)
         Py_VISIT(st->uuid_safe[i]);
+    for (int i = 0; i < st->nsub; i++)
+        Py_VISIT(st->sub[i].type);
+    Py_VISIT(st->dispatch_table);
     return 0;
 }
 
@@ -1574,4 +1918,10 @@ void fc_codec_state_clear(fc_codec_state *st)
     for (size_t i = 0; i < 3; i++)
         Py_CLEAR(st->uuid_safe[i]);
     st->uuid_fast = 0;
+    for (int i = 0; i < st->nsub; i++) {
+        Py_CLEAR(st->sub[i].type);
+        Py_CLEAR(st->sub[i].name);
+    }
+    st->nsub = 0;
+    Py_CLEAR(st->dispatch_table);
 }

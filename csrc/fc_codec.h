@@ -10,7 +10,7 @@
  *
  *   fc_codec_encode  a value -> a new bytes object, or "not mine" (0, no
  *                    error) for anything it cannot reproduce exactly: a
- *                    subclass, an unknown type, an int beyond 64 bits, a str
+ *                    subclass (but plain ones of str and bytes), an unknown type, an int beyond 64 bits, a str
  *                    with lone surrogates, a datetime with a tzinfo of another
  *                    class or a fold pickle's protocol would drop, a mutable
  *                    container reached twice
@@ -60,6 +60,11 @@
  *           Decimal(text) (exact; an out-of-range exponent is damage)
  *   UUID    int:16 bytes little-endian, is_safe:u8 (0 unknown, 1 safe,
  *           2 unsafe): an exact uuid.UUID, rebuilt as unpickling does
+ *   SUBCLASS n:varint, n bytes "module\0qualname" (UTF-8), then an ASCII,
+ *           UTF8 or BYTES value: an instance of a plain subclass of str or
+ *           bytes (django.utils.safestring.SafeString, what {% cache %} and
+ *           the template engine store), rebuilt as unpickling does:
+ *           cls.__new__(cls, value), cls found by module and qualname
  *   tz      := TZ_NONE | TZ_UTC | TZ_FIXED delta named:u8 [n:varint n bytes UTF-8]
  *            | TZ_ZONEINFO from_cache:u8 n:varint n bytes UTF-8 (the key)
  *   Fields are decoded through the datetime C API's constructors, which
@@ -97,6 +102,8 @@
 #define FC_CODEC_KEY_BITS 9
 #define FC_CODEC_KEY_SLOTS (1 << FC_CODEC_KEY_BITS)
 #define FC_CODEC_KEY_MAX 32
+#define FC_CODEC_SUBTYPES 16
+#define FC_CODEC_NAME_MAX 1024 /* module and qualname of a subclass, in bytes */
 typedef struct {
     PyObject *slot[FC_CODEC_KEY_SLOTS];
     PyObject *small_int[128];  /* the ints of the small-int tags, filled lazily */
@@ -111,6 +118,16 @@ typedef struct {
     Py_ssize_t uuid_int_off, uuid_safe_off;  /* its slots */
     unsigned int uuid_tag;                   /* its version tag when last checked */
     int uuid_fast; /* it pickles as the codec expects (slots read directly) */
+    /* Subclasses of str and bytes met so far (see fc_codec.c "Subclasses"):
+     * strong references, filled in order, never removed before clear. */
+    struct fc_codec_subtype {
+        PyObject *type;   /* the class */
+        PyObject *name;   /* bytes: module "\0" qualname, as written */
+        unsigned int tag; /* its version tag when judged (0: never plain) */
+        int plain;        /* pickles as NEWOBJ(cls, (base(value),)), no state */
+    } sub[FC_CODEC_SUBTYPES];
+    int nsub;
+    PyObject *dispatch_table; /* copyreg.dispatch_table: a type in it pickles its own way */
 } fc_codec_state;
 
 /* At module exec: fetches the datetime C API.  0, or -1 with an error set

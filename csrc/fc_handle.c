@@ -118,6 +118,26 @@ static StoreObject *op_begin(HandleObject *h)
     return handle_store(h);
 }
 
+/* The locked part of a get: the value of k copied into c (1), missing or
+ * expired (0), or -1 with an error.  With stale != NULL, a serve-stale get:
+ * an expired value within its grace is copied too, and *stale says so. */
+static int get_copy(StoreObject *s, const fc_key *k, double now, int drain, int *stale, copied *c)
+{
+    if (store_lock(s) < 0)
+        return -1;
+    if (drain)
+        fc_rings_drain_lock_held(&s->table);
+    fc_entry *e = stale != NULL ? fc_get_stale_lock_held(&s->table, k, now, stale)
+                                : fc_get_lock_held(&s->table, k, now, 1);
+    int oom = e != NULL && copy_out(c, e) < 0;
+    store_unlock(s);
+    if (oom) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return e != NULL;
+}
+
 /* get(key) on one store: 1 with *out (a new reference), 0 when the key is
  * missing or expired, -1 on error. */
 static int get_one(HandleObject *self, fc_state *st, PyObject *key, PyObject *version,
@@ -146,21 +166,9 @@ static int get_one(HandleObject *self, fc_state *st, PyObject *key, PyObject *ve
             goto decode;
         drain = rc == FC_EFULL;
     }
-    if (store_lock(s) < 0)
+    res = get_copy(s, &k, now, drain, NULL, &c);
+    if (res <= 0)
         goto release;
-    if (drain)
-        fc_rings_drain_lock_held(&s->table);
-    fc_entry *e = fc_get_lock_held(&s->table, &k, now, 1);
-    int oom = e != NULL && copy_out(&c, e) < 0;
-    store_unlock(s);
-    if (e == NULL) {
-        res = 0;
-        goto release;
-    }
-    if (oom) {
-        PyErr_NoMemory();
-        goto release;
-    }
 decode:
     made_key_release(&mk);
     *out = decode_copied(st, &c);
@@ -314,6 +322,83 @@ static PyObject *handle_add(HandleObject *self, PyObject *const *args, Py_ssize_
     prepared_release(&pr);
 done:
     op_end(s);
+    return result;
+}
+
+/* Serve-stale (get_or_set's grace period; see fc_table.h). */
+
+/* get_stale(key, default, version) -> (value, stale) or default: the value
+ * whether live or expired within its grace, and which. */
+static PyObject *handle_get_stale(HandleObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("get_stale", nargs, 3) < 0)
+        return NULL;
+    fc_state *st = state_of_type(Py_TYPE(self));
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    made_key mk;
+    double now;
+    if (make_key(self, s, args[0], args[2], &mk) < 0)
+        goto done;
+    if (get_now(st, &now) < 0)
+        goto release;
+    fc_key k = fkey(&mk);
+    copied c;
+    int stale, rc = get_copy(s, &k, now, 0, &stale, &c);
+    if (rc == 0)
+        result = Py_NewRef(args[1]);
+    else if (rc > 0) {
+        PyObject *v = decode_copied(st, &c);
+        if (v != NULL)
+            result = Py_BuildValue("(NO)", v, stale ? Py_True : Py_False);
+    }
+release:
+    made_key_release(&mk);
+done:
+    Py_DECREF(s);
+    return result;
+}
+
+/* add_stale(key, value, timeout, version, stale) -> bool: add, then the
+ * stored entry gets a grace of `stale` seconds (a float >= 0, checked by
+ * the caller) past its expiry, under the same lock. */
+static PyObject *handle_add_stale(HandleObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("add_stale", nargs, 5) < 0)
+        return NULL;
+    double grace = PyFloat_AsDouble(args[4]);
+    if (grace == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!(grace >= 0 && grace <= 1e12)) {
+        PyErr_Format(PyExc_ValueError, "stale must be between 0 and 1e12 seconds, got %R", args[4]);
+        return NULL;
+    }
+    StoreObject *s = op_begin(self);
+    if (s == NULL)
+        return NULL;
+    prepared pr;
+    PyObject *result = NULL;
+    if (prepare_store(self, s, args[0], args[1], args[2], args[3], &pr) < 0)
+        goto done;
+    if (raise_deferred(&pr) < 0 || store_lock(s) < 0) {
+        prepared_release(&pr);
+        goto done;
+    }
+    fc_key k = fkey(&pr.mk);
+    int rc = fc_add_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
+                              pr.ex.expires, self->max_entries, self->cull_frequency, pr.now);
+    if (rc == 1)
+        fc_mark_stale_lock_held(&s->table, &k, grace);
+    store_unlock(s);
+    if (rc < 0)
+        table_error(rc);
+    else
+        result = PyBool_FromLong(rc);
+    prepared_release(&pr);
+done:
+    Py_DECREF(s);
     return result;
 }
 
@@ -907,6 +992,10 @@ static PyMethodDef handle_methods[] = {
     {"get_many", FASTCALL(handle_get_many), "get_many(keys, version) -> dict"},
     {"set_many", FASTCALL(handle_set_many), "set_many(data, timeout, version)"},
     {"delete_many", FASTCALL(handle_delete_many), "delete_many(keys, version)"},
+    {"get_stale", FASTCALL(handle_get_stale),
+     "get_stale(key, default, version) -> (value, stale) or default"},
+    {"add_stale", FASTCALL(handle_add_stale),
+     "add_stale(key, value, timeout, version, stale) -> bool"},
     {"make_key", FASTCALL(handle_make_key), "make_key(key, version) -> str"},
     {"clear", (PyCFunction)handle_clear, METH_NOARGS, "Remove every entry."},
     {"recheck", (PyCFunction)handle_recheck_later, METH_NOARGS,

@@ -78,7 +78,7 @@
 
 #include "fc_table.h"
 
-#define FC_SHM_LAYOUT 4    /* 4: entries may hold FC_VT_CODEC values */
+#define FC_SHM_LAYOUT 5    /* 4: FC_VT_CODEC values; 5: entries' serve-stale grace */
 #define FC_SHM_CLASSES 496 /* 64 exact, then 8 per power of two up to 2^64 */
 #define FC_SHM_MAPWORDS ((FC_SHM_CLASSES + 63) / 64)
 #define FC_SHM_MIN_BYTES (1u << 20)

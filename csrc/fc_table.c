@@ -210,6 +210,12 @@ static inline int link_ok(const fc_table *t, fc_off off)
 
 static inline int expired(const fc_entry *e, double now) { return !e->never && e->expires <= now; }
 
+/* An expired entry still within its serve-stale grace: kept by gets. */
+static inline int kept_stale(const fc_entry *e, double now)
+{
+    return e->stale > 0 && e->expires + e->stale > now;
+}
+
 /* 1 when e was unlinked; 0 (damage) when its neighbours are not where
  * they must be, and then nothing was written. */
 static int lru_unlink(fc_table *t, fc_entry *e)
@@ -829,9 +835,11 @@ fc_entry *fc_get_lock_held(fc_table *t, const fc_key *k, double now, int lru)
     fc_off *slot;
     fc_entry *e = find(t, k, &slot);
     if (e != NULL && expired(e, now)) {
-        entry_remove(t, slot, e);
-        STAT(t, expirations);
-        FC_ASSERT_CONSISTENT(t);
+        if (!kept_stale(e, now)) {
+            entry_remove(t, slot, e);
+            STAT(t, expirations);
+            FC_ASSERT_CONSISTENT(t);
+        }
         e = NULL;
     }
     else if (e != NULL && lru)
@@ -882,6 +890,7 @@ static int set_entry(fc_table *t, const fc_key *k, int vtype, const void *v, siz
     }
     e->never = (uint8_t)(never != 0);
     e->expires = never ? 0.0 : expires;
+    e->stale = 0.0;
     STAT(t, sets);
     FC_ASSERT_CONSISTENT(t);
     return FC_OK;
@@ -910,6 +919,41 @@ int fc_add_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, siz
     repaired(t); /* damage met looking: the key is absent now */
     int rc = fc_set_lock_held(t, k, vtype, v, vlen, never, expires, max_entries, cull_frequency);
     return rc == FC_OK ? 1 : rc;
+}
+
+int fc_mark_stale_lock_held(fc_table *t, const fc_key *k, double stale)
+{
+    fc_entry *e = find(t, k, NULL);
+    if (repaired(t) || e == NULL)
+        return 0;
+    e->stale = e->never || !(stale > 0) ? 0.0 : stale;
+    return 1;
+}
+
+fc_entry *fc_get_stale_lock_held(fc_table *t, const fc_key *k, double now, int *stale)
+{
+    fc_off *slot;
+    fc_entry *e = find(t, k, &slot);
+    *stale = 0;
+    if (e != NULL && expired(e, now)) {
+        if (kept_stale(e, now))
+            *stale = 1;
+        else {
+            entry_remove(t, slot, e);
+            STAT(t, expirations);
+            FC_ASSERT_CONSISTENT(t);
+            e = NULL;
+        }
+    }
+    if (e != NULL)
+        lru_use(t, e);
+    if (repaired(t))
+        e = NULL;
+    if (e == NULL || *stale)
+        STAT(t, misses);
+    else
+        STAT(t, hits);
+    return e;
 }
 
 int fc_touch_lock_held(fc_table *t, const fc_key *k, int never, double expires, double now)
@@ -983,7 +1027,7 @@ static int replace_entry(fc_table *t, const fc_key *k, uint64_t gen, int vtype, 
             /* Everything else is evicted and the old value alone still
              * blocks the new one: drop it first, as an eviction would. */
             uint8_t never = e->never;
-            double expires = e->expires;
+            double expires = e->expires, stale = e->stale;
             entry_remove(t, slot_of(t, e), e);
             STAT(t, evictions);
             ne = entry_new(t, k, vtype, v, vlen, NULL, &rc);
@@ -991,6 +1035,7 @@ static int replace_entry(fc_table *t, const fc_key *k, uint64_t gen, int vtype, 
                 return rc;
             ne->never = never;
             ne->expires = expires;
+            ne->stale = stale;
             ne->gen = ++t->h->gen;
             link_new(t, ne);
             FC_ASSERT_CONSISTENT(t);
@@ -1000,6 +1045,7 @@ static int replace_entry(fc_table *t, const fc_key *k, uint64_t gen, int vtype, 
             return rc;
         ne->never = e->never;
         ne->expires = e->expires;
+        ne->stale = e->stale;
         /* Making room may have evicted e's chain predecessor, which held
          * `slot`: find it again. */
         entry_remove(t, slot_of(t, e), e);

@@ -144,6 +144,11 @@ typedef struct fc_entry {
     uint64_t hash;
     uint64_t gen;   /* table generation when the value was last written */
     double expires; /* meaningful only when !never */
+    /* Serve-stale grace: seconds past `expires` during which the expired
+     * entry is kept (a get answers a miss but leaves it) for
+     * fc_get_stale_lock_held.  0: none; every write but touch and incr
+     * resets it (fc_mark_stale_lock_held sets it). */
+    double stale;
     uint32_t klen;
     uint32_t vlen;
     uint32_t cap; /* bytes available after the header */
@@ -395,6 +400,15 @@ fc_entry *fc_peek_lock_held(fc_table *t, const fc_key *k);
  * when even an emptied, reset segment cannot hold it, FC_ENOMEM. */
 int fc_set_lock_held(fc_table *t, const fc_key *k, int vtype, const void *v, size_t vlen, int never,
                      double expires, int64_t max_entries, int64_t cull_frequency);
+
+/* Serve-stale (get_or_set's grace period).  mark: gives the entry of k a
+ * grace of `stale` seconds past its expiry (after the set or add that just
+ * stored it, under the same lock); 1 when found.  get_stale: the entry
+ * whether live (*stale = 0) or expired but within its grace (*stale = 1),
+ * moved to the most-recent end either way; NULL when absent or expired
+ * past its grace (then removed, as a get removes it). */
+int fc_mark_stale_lock_held(fc_table *t, const fc_key *k, double stale);
+fc_entry *fc_get_stale_lock_held(fc_table *t, const fc_key *k, double now, int *stale);
 
 /* add: store only when the key is absent or expired.  Returns 1 when
  * stored, 0 when a live entry exists, FC_ENOMEM. */

@@ -18,6 +18,13 @@ default(), add, get), only the call of default() is arbitrated:
   deleted by its owner while it cannot have expired, so a successor's lease
   is never deleted.
 
+Serve-stale (``stale`` seconds > 0): the value the computing caller stores
+gets a grace of ``stale`` seconds past its expiry in the table (add_stale),
+during which plain gets still miss but get_stale serves it.  A caller that
+misses and finds such a value tries to claim the key without waiting (the
+in-process claim, then the lease): the one that gets it recomputes; every
+other caller returns the stale value at once.
+
 Hits never get here: get_or_set returns on the first get.
 """
 
@@ -25,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import threading
 import time
 import uuid
+from collections.abc import Generator
 from typing import Any
 
 _POLL_FIRST = 0.001
@@ -38,17 +47,20 @@ STAT_NAMES = (
     "single_flight_waits",
     "single_flight_lock_timeouts",
     "single_flight_takeovers",
+    "single_flight_stale_serves",
 )
 
 
 class _Flight:
-    """One in-process claim: set when the owner is done; failed if it raised."""
+    """One in-process claim: set when the owner is done; failed if it raised.
+    owner: the thread that took it."""
 
-    __slots__ = ("event", "failed")
+    __slots__ = ("event", "failed", "owner")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.failed = False
+        self.owner = threading.get_ident()
 
 
 _flights: dict[tuple[int, str], _Flight] = {}
@@ -168,6 +180,16 @@ class _LeaseAttempt:
             self.waited = True
             self.deadline = time.monotonic() + self.limit
             _count(self.store, "single_flight_waits")
+        return self.take_over()
+
+    def claim_once(self) -> _Lease | None:
+        """The lease if this process now holds it, taken over from a dead
+        holder if need be; never waits, counts nothing (serve-stale)."""
+        if self.leases.add(self.key, self.value, timeout=self.limit):
+            return _Lease(self.leases, self.key, self.value, self.limit)
+        return self.take_over()
+
+    def take_over(self) -> _Lease | None:
         holder = self.leases.get(self.key)
         if (
             isinstance(holder, tuple)
@@ -194,35 +216,109 @@ class _LeaseAttempt:
         return delay
 
 
-def _compute(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -> Any:
+def _compute(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+             stale: float) -> Any:
+    """Django's miss sequence: default(), add, get (add_stale for a grace).
+
+    The async driver runs it too: it is only reached when get and add (and
+    aget and aadd) are the backend's own, whose coroutines call them."""
     _count(cache._fc.store, "single_flight_computations")
     value = default()
-    cache.add(key, value, timeout=timeout, version=version)
+    if stale:
+        cache._fc.add_stale(key, value, timeout, version, stale)
+    else:
+        cache.add(key, value, timeout=timeout, version=version)
     return cache.get(key, value, version=version)
 
 
-async def _acompute(cache: Any, key: Any, default: Any, timeout: Any,
-                    version: Any) -> Any:
-    _count(cache._fc.store, "single_flight_computations")
-    value = default()
-    await cache.aadd(key, value, timeout=timeout, version=version)
-    return await cache.aget(key, value, version=version)
+def _claim_without_waiting(cache: Any, ident: tuple[int, str],
+                           name: str) -> tuple[_Flight, _Lease | None] | None:
+    """The in-process claim of ident and, for SharedMemoryCache, the lease of
+    name (taken over from a dead holder), if this caller gets both now;
+    else None (another thread or process holds them), holding nothing."""
+    flight, owner = _enter(ident)
+    if not owner:
+        return None
+    lease = None
+    if cache._shared:
+        try:
+            lease = _LeaseAttempt(cache, name).claim_once()
+        except BaseException:
+            _leave(ident, flight, True)
+            raise
+        if lease is None:  # another process holds it
+            _leave(ident, flight, False)
+            return None
+    return flight, lease
 
 
-def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -> Any:
-    """The miss path of FastCache.get_or_set with a callable default."""
+class _StaleClaim:
+    """Serve-stale: the claim of a caller that found an expired value within
+    its grace, taken without waiting, or None when another caller holds it
+    (then this caller serves the stale value)."""
+
+    __slots__ = ("ident", "flight", "lease")
+
+    def __init__(self, ident: tuple[int, str], flight: _Flight,
+                 lease: _Lease | None) -> None:
+        self.ident = ident
+        self.flight = flight
+        self.lease = lease
+
+    @staticmethod
+    def take(cache: Any, ident: tuple[int, str], made: str) -> _StaleClaim | None:
+        got = _claim_without_waiting(cache, ident, made)
+        return None if got is None else _StaleClaim(ident, *got)
+
+    def release(self, failed: bool) -> None:
+        if self.lease is not None:
+            self.lease.release()
+        _leave(self.ident, self.flight, failed)
+
+
+_NOTHING = object()
+
+# What the core asks its driver for: ("wait", event, seconds) -> whether the
+# event was set in time; ("sleep", seconds) -> None.
+_WAIT = "wait"
+_SLEEP = "sleep"
+Step = tuple[Any, ...]
+
+
+def _core(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+          stale: float) -> Generator[Step, Any, Any]:
+    """The miss path of get_or_set with a callable default, for both drivers:
+    it yields where a caller waits (for another thread's claim, between polls
+    of a lease) and returns the result.  A driver that stops early (a
+    cancelled coroutine) closes it, which releases whatever it holds."""
     missing = cache._missing_key
     store = cache._fc.store
     made = cache.make_key(key, version=version)
     ident = (id(store), made)
-    shared = cache._shared
+    if stale:
+        got = cache._fc.get_stale(key, _NOTHING, version)
+        if got is not _NOTHING:
+            value, is_stale = got
+            if not is_stale:  # stored meanwhile
+                return value
+            claim = _StaleClaim.take(cache, ident, made)
+            if claim is None:
+                _count(store, "single_flight_stale_serves")
+                return value
+            failed = True
+            try:
+                result = _compute(cache, key, default, timeout, version, stale)
+                failed = False
+                return result
+            finally:
+                claim.release(failed)
     while True:
         flight, owner = _enter(ident)
         if not owner:
             _count(store, "single_flight_waits")
-            if not flight.event.wait(cache._lock_timeout):
+            if not (yield (_WAIT, flight.event, cache._lock_timeout)):
                 _count(store, "single_flight_lock_timeouts")
-                return _compute(cache, key, default, timeout, version)
+                return _compute(cache, key, default, timeout, version, stale)
             value = cache.get(key, missing, version=version)
             if value is not missing:
                 return value
@@ -230,11 +326,11 @@ def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -
                 _count(store, "single_flight_takeovers")
                 continue
             # Stored already expired (timeout <= 0), or evicted: as Django.
-            return _compute(cache, key, default, timeout, version)
+            return _compute(cache, key, default, timeout, version, stale)
         failed = True
         lease = None
         try:
-            if shared:
+            if cache._shared:
                 attempt = _LeaseAttempt(cache, made)
                 while True:
                     lease = attempt.try_claim()
@@ -254,72 +350,296 @@ def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any) -
                         return value
                     if attempt.timed_out():
                         break
-                    time.sleep(attempt.next_delay())
-            result = _compute(cache, key, default, timeout, version)
+                    yield (_SLEEP, attempt.next_delay())
+            result = _compute(cache, key, default, timeout, version, stale)
             failed = False
             return result
         finally:
             if lease is not None:
                 lease.release()
             _leave(ident, flight, failed)
+
+
+def get_or_set(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+               stale: float = 0.0) -> Any:
+    """The miss path of FastCache.get_or_set: threads block on events and
+    sleep between polls."""
+    steps = _core(cache, key, default, timeout, version, stale)
+    try:
+        step = next(steps)
+        while True:
+            if step[0] is _WAIT:
+                reply = step[1].wait(step[2])
+            else:
+                time.sleep(step[1])
+                reply = None
+            step = steps.send(reply)
+    except StopIteration as done:
+        return done.value
+    finally:
+        steps.close()
+
+
+async def _wait_event(event: threading.Event, seconds: float) -> bool:
+    """Whether event is set within seconds, polling without blocking the loop
+    (the owner may be a thread of this process, which asyncio cannot await)."""
+    deadline = time.monotonic() + seconds
+    delay = _POLL_FIRST
+    while not event.is_set():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX)
+    return True
 
 
 async def aget_or_set(cache: Any, key: Any, default: Any, timeout: Any,
-                      version: Any) -> Any:
-    """The miss path of FastCache.aget_or_set with a callable default."""
-    missing = cache._missing_key
+                      version: Any, stale: float = 0.0) -> Any:
+    """The miss path of FastCache.aget_or_set: the same core, waiting with
+    asyncio.sleep so that the event loop keeps running."""
+    steps = _core(cache, key, default, timeout, version, stale)
+    try:
+        step = next(steps)
+        while True:
+            if step[0] is _WAIT:
+                reply = await _wait_event(step[1], step[2])
+            else:
+                await asyncio.sleep(step[1])
+                reply = None
+            step = steps.send(reply)
+    except StopIteration as done:
+        return done.value
+    finally:
+        steps.close()
+
+
+# --------------------------------------------------------------------------
+# Pages: one render per missing page (middleware.FetchFromCacheMiddleware)
+#
+# The first request to miss a page claims it and renders; requests that miss
+# it meanwhile wait (polling the cache) until the page is stored, then answer
+# from it.  When the claim ends without a page (a response not to be cached:
+# private, an error, a cookie with Vary: Cookie), the waiters render for
+# themselves, and the URL is remembered as not stored for NOSTORE_SECONDS, so
+# that its requests neither wait nor claim: pages never cached are never
+# serialised.
+
+NOSTORE_SECONDS = 60.0
+_NOSTORE_MAX = 10_000
+_nostore: dict[tuple[int, str], float] = {}  # FastCache: ident -> until
+
+
+class PageClaim:
+    """The right to render one missing page (a URL's variants, per key
+    prefix, language and time zone), held from the lookup that missed until
+    the page is stored or found not cacheable.  The drop-ins set `stored`
+    when they store it (or leave the store to the front) and release() it
+    once stored; release() is idempotent (a finalizer on the request calls
+    it again)."""
+
+    __slots__ = ("cache", "name", "ident", "flight", "lease", "released", "stored")
+
+    def __init__(self, cache: Any, name: str, ident: tuple[int, str],
+                 flight: _Flight, lease: _Lease | None) -> None:
+        self.cache = cache
+        self.name = name
+        self.ident = ident
+        self.flight = flight
+        self.lease = lease
+        self.released = False
+        self.stored = False
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        try:
+            if not self.stored:
+                _mark_nostore(self.cache, self.ident, self.name)
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+            _leave(self.ident, self.flight, not self.stored)
+
+
+def _nostore_key(name: str) -> str:
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=20)
+    return "n" + digest.hexdigest()
+
+
+def _mark_nostore(cache: Any, ident: tuple[int, str], name: str) -> None:
+    if cache._shared:
+        cache._lease_cache().set(_nostore_key(name), 1, timeout=NOSTORE_SECONDS)
+        return
+    with _flights_lock:
+        if len(_nostore) >= _NOSTORE_MAX:
+            _nostore.clear()
+        _nostore[ident] = time.monotonic() + NOSTORE_SECONDS
+
+
+def _is_nostore(cache: Any, ident: tuple[int, str], name: str) -> bool:
+    if cache._shared:
+        return cache._lease_cache().get(_nostore_key(name)) is not None
+    until = _nostore.get(ident)
+    return until is not None and until > time.monotonic()
+
+
+def _claim_page(cache: Any, ident: tuple[int, str], name: str) -> PageClaim | None:
+    """The page's claim if this caller gets it now; else None."""
+    got = _claim_without_waiting(cache, ident, name)
+    return None if got is None else PageClaim(cache, name, ident, *got)
+
+
+def _claim_held(cache: Any, ident: tuple[int, str], attempt: Any) -> bool:
+    """Whether a render of the page is still in progress somewhere."""
+    with _flights_lock:
+        if ident in _flights:
+            return True
+    if attempt is None:
+        return False
+    holder = attempt.leases.get(attempt.key)
+    return isinstance(holder, tuple) and len(holder) == 2 and _alive(holder[0])
+
+
+def page_claim_or_wait(cache: Any, name: str,
+                       lookup: Any) -> tuple[Any, PageClaim | None]:
+    """After a page lookup missed: (None, claim) when this request is to
+    render it (and release the claim once it is stored), (response, None)
+    when another request's render landed while this one waited (lookup()
+    found it), (None, None) when this request renders without a claim (the
+    URL is not cached, the render ended without a page, or waiting reached
+    LOCK_TIMEOUT).
+
+    Waiters poll lookup() (1 ms, doubling to 20 ms), so a page stored by any
+    thread or process ends the wait at its next poll."""
     store = cache._fc.store
-    made = cache.make_key(key, version=version)
-    ident = (id(store), made)
-    shared = cache._shared
+    ident = (id(store), "page:" + name)
+    if _is_nostore(cache, ident, name):
+        return None, None
+    claim = _claim_page(cache, ident, name)
+    if claim is not None:
+        _count(store, "single_flight_computations")
+        return None, claim
+    with _flights_lock:
+        flight = _flights.get(ident)
+    if flight is not None and flight.owner == threading.get_ident():
+        # This thread holds it (a request not finished yet, such as a test
+        # calling process_request twice): waiting would wait for itself.
+        return None, None
+    _count(store, "single_flight_waits")
+    attempt = _LeaseAttempt(cache, name) if cache._shared else None
+    deadline = time.monotonic() + cache._lock_timeout
+    delay = _POLL_FIRST
+    while True:
+        with _flights_lock:
+            flight = _flights.get(ident)
+        if flight is not None:
+            flight.event.wait(delay)  # an in-process render: woken when it ends
+        else:
+            time.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX)
+        response = lookup()
+        if response is not None:
+            return response, None
+        if not _claim_held(cache, ident, attempt):
+            return None, None  # ended without a page (or its holder died)
+        if time.monotonic() >= deadline:
+            _count(store, "single_flight_lock_timeouts")
+            return None, None
+
+
+# --------------------------------------------------------------------------
+# TieredCache: one computation per missing key for the whole cluster
+
+
+def _l2_lock_timeout(seconds: float) -> int:
+    # Memcached takes whole seconds (and 0 would mean "never expires").
+    return max(1, math.ceil(seconds))
+
+
+def tiered_get_or_set(cache: Any, key: Any, default: Any, timeout: Any,
+                      version: Any) -> Any:
+    """The miss path of TieredCache.get_or_set with a callable default.
+
+    In a process, one caller per key goes on (the in-process claim), the
+    others wait for it as in get_or_set above.  Across hosts, that caller
+    adds a lock key to L2 ("fastcache-lock:" + the made key, value a token,
+    expiring after LOCK_TIMEOUT): add is atomic in Redis and Memcached, so
+    one caller in the cluster computes; the others poll the cache (L1 then
+    L2: 1 ms doubling to 20 ms) for its value, and compute themselves when
+    the lock is gone without a value (the holder raised, or died and its
+    lock expired) or LOCK_TIMEOUT passed.  The holder deletes its lock only
+    while it cannot have expired (it cannot be someone else's)."""
+    missing = _NOTHING
+    state = cache._state
+    made = cache._made(key, version)
+    ident = (id(state), "tiered:" + made)
     while True:
         flight, owner = _enter(ident)
         if not owner:
-            _count(store, "single_flight_waits")
-            deadline = time.monotonic() + cache._lock_timeout
-            delay = _POLL_FIRST
-            while not flight.event.is_set():
-                if time.monotonic() >= deadline:
-                    break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX)
-            if not flight.event.is_set():
-                _count(store, "single_flight_lock_timeouts")
-                return await _acompute(cache, key, default, timeout, version)
-            value = await cache.aget(key, missing, version=version)
+            _count(state, "single_flight_waits")
+            if not flight.event.wait(cache._lock_timeout):
+                _count(state, "single_flight_lock_timeouts")
+                return _tiered_compute(cache, key, default, timeout, version)
+            value = cache.get(key, missing, version=version)
             if value is not missing:
                 return value
             if flight.failed:
-                _count(store, "single_flight_takeovers")
+                _count(state, "single_flight_takeovers")
                 continue
-            return await _acompute(cache, key, default, timeout, version)
+            return _tiered_compute(cache, key, default, timeout, version)
         failed = True
-        lease = None
         try:
-            if shared:
-                attempt = _LeaseAttempt(cache, made)
-                while True:
-                    lease = attempt.try_claim()
-                    if lease is not None:
-                        if attempt.waited:
-                            value = await cache.aget(key, missing, version=version)
-                            if value is not missing:
-                                failed = False
-                                return value
-                            # Its holder raised, died or outlived LOCK_TIMEOUT.
-                            _count(store, "single_flight_takeovers")
-                        break
-                    value = await cache.aget(key, missing, version=version)
-                    if value is not missing:
-                        failed = False
-                        return value
-                    if attempt.timed_out():
-                        break
-                    await asyncio.sleep(attempt.next_delay())
-            result = await _acompute(cache, key, default, timeout, version)
+            result = _tiered_owner(cache, key, default, timeout, version, made, state)
             failed = False
             return result
         finally:
-            if lease is not None:
-                lease.release()
             _leave(ident, flight, failed)
+
+
+def _tiered_compute(cache: Any, key: Any, default: Any, timeout: Any,
+                    version: Any) -> Any:
+    _count(cache._state, "single_flight_computations")
+    value = default()
+    cache.add(key, value, timeout=timeout, version=version)
+    return cache.get(key, value, version=version)
+
+
+def _tiered_owner(cache: Any, key: Any, default: Any, timeout: Any, version: Any,
+                  made: str, state: Any) -> Any:
+    missing = _NOTHING
+    l2 = cache._l2
+    lock_key = "fastcache-lock:" + made
+    token = f"{os.getpid()}:{uuid.uuid4().hex}"
+    limit = cache._lock_timeout
+    deadline = 0.0
+    delay = _POLL_FIRST
+    waited = False
+    while True:
+        start = time.monotonic()
+        if l2.add(lock_key, token, timeout=_l2_lock_timeout(limit)):
+            try:
+                if waited:
+                    # The previous holder may have stored it.
+                    value = cache.get(key, missing, version=version)
+                    if value is not missing:
+                        return value
+                    _count(state, "single_flight_takeovers")
+                return _tiered_compute(cache, key, default, timeout, version)
+            finally:
+                margin = min(0.5, limit / 4)
+                alive = time.monotonic() - start < limit - margin
+                if alive and l2.get(lock_key) == token:
+                    l2.delete(lock_key)
+        if not waited:
+            waited = True
+            deadline = time.monotonic() + limit
+            _count(state, "single_flight_waits")
+        time.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX)
+        value = cache.get(key, missing, version=version)
+        if value is not missing:
+            return value
+        if time.monotonic() >= deadline:
+            _count(state, "single_flight_lock_timeouts")
+            return _tiered_compute(cache, key, default, timeout, version)

@@ -50,7 +50,9 @@ _stores: dict[str, _fastcache.Store] = {}
 _segments: dict[str, _fastcache.Store] = {}
 _stores_lock = threading.Lock()
 
-KNOWN_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY", "LOCK_TIMEOUT"})
+KNOWN_OPTIONS = frozenset(
+    {"MAX_ENTRIES", "CULL_FREQUENCY", "LOCK_TIMEOUT", "STALE_SECONDS"}
+)
 SHARED_OPTIONS = KNOWN_OPTIONS | {"MAX_BYTES"}
 DEFAULT_MAX_BYTES = 64 * 2**20
 MIN_MAX_BYTES = 2**20
@@ -62,6 +64,10 @@ MAX_MAX_BYTES = 2**46
 # that a waiter whose owner hangs still has time to compute and answer.
 DEFAULT_LOCK_TIMEOUT = 10.0
 MAX_LOCK_TIMEOUT = 86400.0
+# Seconds an expired value of get_or_set is kept and served to the callers
+# that do not recompute it (serve-stale); 0: never.
+DEFAULT_STALE_SECONDS = 0.0
+MAX_STALE_SECONDS = 366 * 86400.0
 LEASE_SUFFIX = ".leases"
 SHM_DIR_ENV = "DJANGO_FASTCACHE_SHM_DIR"
 _LOCATION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -181,20 +187,38 @@ def _int_option(params: Mapping[str, Any], name: str, default: int) -> None:
         )
 
 
+def _seconds(value: Any, maximum: float) -> float | None:
+    """value as seconds in [0, maximum], or None when it is not one."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and 0 <= number <= maximum else None
+
+
+def _seconds_option(params: Mapping[str, Any], name: str, default: float,
+                    maximum: float, zero: str) -> float:
+    """OPTIONS[name] as seconds in [0, maximum]; ImproperlyConfigured if not."""
+    options = params.get("OPTIONS") or {}
+    value = options.get(name, default)
+    number = _seconds(value, maximum)
+    if number is None:
+        raise ImproperlyConfigured(
+            f"OPTIONS['{name}'] must be a number of seconds between 0 "
+            f"({zero}) and {maximum:g}, got {value!r}"
+        )
+    return number
+
+
 def _lock_timeout(params: Mapping[str, Any]) -> float:
     """OPTIONS["LOCK_TIMEOUT"]: seconds, 0 turns single-flight off."""
-    options = params.get("OPTIONS") or {}
-    value = options.get("LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        number = float(value)
-        ok = math.isfinite(number) and 0 <= number <= MAX_LOCK_TIMEOUT
-    if not ok:
-        raise ImproperlyConfigured(
-            "OPTIONS['LOCK_TIMEOUT'] must be a number of seconds between 0 "
-            f"(single-flight off) and {MAX_LOCK_TIMEOUT:g}, got {value!r}"
-        )
-    return float(value)
+    return _seconds_option(params, "LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT,
+                           MAX_LOCK_TIMEOUT, "single-flight off")
+
+
+def _stale_seconds(params: Mapping[str, Any]) -> float:
+    """OPTIONS["STALE_SECONDS"]: get_or_set's default serve-stale grace."""
+    return _seconds_option(params, "STALE_SECONDS", DEFAULT_STALE_SECONDS,
+                           MAX_STALE_SECONDS, "no serve-stale")
 
 
 def validate_params(
@@ -214,6 +238,7 @@ def validate_params(
     _int_option(params, "MAX_ENTRIES", 300)
     _int_option(params, "CULL_FREQUENCY", 3)
     _lock_timeout(params)
+    _stale_seconds(params)
     if "MAX_BYTES" in known:
         _int_option(params, "MAX_BYTES", DEFAULT_MAX_BYTES)
         max_bytes = _max_bytes(params)
@@ -330,6 +355,7 @@ class FastCache(BaseCache):
         validate_params(params, self._known_options)
         self._fc = _fastcache.Handle(self._open_store(name, params), self)
         self._lock_timeout = _lock_timeout(params)
+        self._stale_seconds = _stale_seconds(params)
         self._key_function = default_key_func
         super().__init__(params)
         self._fc.pickle_protocol = self.pickle_protocol
@@ -490,11 +516,23 @@ class FastCache(BaseCache):
     # the first get, as in BaseCache.
     _shared = False
 
+    def _stale_for(self, stale: Any) -> float:
+        if stale is None:
+            return self._stale_seconds
+        number = _seconds(stale, MAX_STALE_SECONDS)
+        if number is None:
+            raise ValueError(
+                "stale must be a number of seconds between 0 and "
+                f"{MAX_STALE_SECONDS:g}, got {stale!r}"
+            )
+        return number
+
     def get_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT,
-                   version: Any = None) -> Any:
+                   version: Any = None, *, stale: float | None = None) -> Any:
         val = self.get(key, self._missing_key, version=version)
         if val is not self._missing_key:
             return val
+        grace = self._stale_for(stale)
         if (
             not callable(default)
             or not self._lock_timeout
@@ -507,14 +545,15 @@ class FastCache(BaseCache):
                 default = default()
             self.add(key, default, timeout=timeout, version=version)
             return self.get(key, default, version=version)
-        return _flight.get_or_set(self, key, default, timeout, version)
+        return _flight.get_or_set(self, key, default, timeout, version, grace)
 
     async def aget_or_set(self, key: Any, default: Any,
                           timeout: Any = DEFAULT_TIMEOUT,
-                          version: Any = None) -> Any:
+                          version: Any = None, *, stale: float | None = None) -> Any:
         val = await self.aget(key, self._missing_key, version=version)
         if val is not self._missing_key:
             return val
+        grace = self._stale_for(stale)
         if (
             not callable(default)
             or not self._lock_timeout
@@ -528,7 +567,7 @@ class FastCache(BaseCache):
                 default = default()
             await self.aadd(key, default, timeout=timeout, version=version)
             return await self.aget(key, default, version=version)
-        return await _flight.aget_or_set(self, key, default, timeout, version)
+        return await _flight.aget_or_set(self, key, default, timeout, version, grace)
 
     # Batches are BaseCache's loops over get/set/delete, run in C one key at a
     # time; a subclass or a patch (on the class or the instance) of the

@@ -84,7 +84,7 @@ class FastCache(BaseCache):
         segment_bytes: the shared segment's size, 0 for a per-process table; repairs:
         times a damaged shared segment was found and reset), and this process's
         single-flight get_or_set counters: single_flight_computations, _waits,
-        _lock_timeouts, _takeovers."""
+        _lock_timeouts, _takeovers, _stale_serves."""
     def reset_stats(self) -> None:
         """Zero the counters (entries and bytes are not counters)."""
 
@@ -147,6 +147,8 @@ class FastCache(BaseCache):
         default: Any | None,
         timeout: float | None = ...,
         version: int | None = None,
+        *,
+        stale: float | None = None,
     ) -> Any | None: ...
     async def aget_or_set(
         self,
@@ -154,6 +156,8 @@ class FastCache(BaseCache):
         default: Any | None,
         timeout: float | None = ...,
         version: int | None = None,
+        *,
+        stale: float | None = None,
     ) -> Any | None: ...
     def has_key(self, key: Any, version: int | None = None) -> bool: ...
     async def ahas_key(self, key: Any, version: int | None = None) -> bool: ...

@@ -5,6 +5,12 @@ fastcache.E001  the OPTIONS (or LOCATION) of a fastcache alias are invalid:
 fastcache.E002  BACKEND names a django_fastcache class that does not exist.
 fastcache.W001  sessions are stored in a per-process FastCache: with several
                 worker processes each has its own sessions.
+fastcache.E003  a TieredCache's OPTIONS['L2'] alias is missing from CACHES.
+fastcache.E004  a TieredCache's L2 is itself a TieredCache.
+fastcache.E005  a TieredCache's L1 is not a FastCache or SharedMemoryCache (E001
+                also reports it, with the backend's message).
+fastcache.W002  a TieredCache's INVALIDATION Redis does not answer at startup: L1
+                is bypassed until it does.
 
 Registered by FastCacheConfig.ready(), i.e. when "django_fastcache" is in
 INSTALLED_APPS, with the tags "caches" and "fastcache".  Django's own caches
@@ -75,7 +81,11 @@ def is_process_local(cls: type) -> bool:
 
 
 def _validate(cls: type, params: Mapping[str, Any]) -> None:
-    from . import backend
+    from . import backend, tiered
+
+    if issubclass(cls, tiered.TieredCache):
+        tiered.validate_tiered_params(params)
+        return
 
     known = getattr(cls, "_known_options", None)
     if known is None:
@@ -166,7 +176,86 @@ def check_session_cache(
     ]
 
 
+def _redis_answers(url: str) -> str | None:
+    """None if the Redis at url answers PING within a second, else why not."""
+    try:
+        import redis
+    except ImportError:
+        return "the redis package is not installed"
+    try:
+        with redis.Redis.from_url(
+            url, socket_timeout=1, socket_connect_timeout=1
+        ) as client:
+            client.ping()
+    except Exception as exc:  # any failure to reach it is the answer
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def check_tiered(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """fastcache.E003/E004/E005/W002 for each TieredCache alias."""
+    from .backend import FastCache
+    from .tiered import TieredCache
+
+    messages: list[checks.CheckMessage] = []
+    caches = getattr(settings, "CACHES", {})
+    for alias, params in caches.items():
+        if not isinstance(params, Mapping):
+            continue
+        cls = backend_class(params.get("BACKEND"))
+        if cls is None or not issubclass(cls, TieredCache):
+            continue
+        options = params.get("OPTIONS") or {}
+        if not isinstance(options, Mapping):
+            continue
+        l2 = options.get("L2")
+        if isinstance(l2, str) and l2 not in caches:
+            messages.append(checks.Error(
+                f"CACHES[{alias!r}] (TieredCache) names L2 alias {l2!r}, which is "
+                "not in CACHES.",
+                hint="Add the Redis or Memcached cache as its own CACHES entry and "
+                "name its alias in OPTIONS['L2'].",
+                id="fastcache.E003",
+            ))
+        elif isinstance(l2, str):
+            l2_cls = backend_class(caches[l2].get("BACKEND"))
+            if l2_cls is not None and issubclass(l2_cls, TieredCache):
+                messages.append(checks.Error(
+                    f"CACHES[{alias!r}] (TieredCache) has L2 {l2!r}, itself a "
+                    "TieredCache.",
+                    hint="L2 must be the shared cache (RedisCache, django-redis, "
+                    "PyMemcacheCache...), not another tiered one.",
+                    id="fastcache.E004",
+                ))
+        l1 = options.get("L1")
+        if isinstance(l1, str):
+            l1 = caches.get(l1)
+        if isinstance(l1, Mapping):
+            l1_cls = backend_class(l1.get("BACKEND"))
+            if l1_cls is None or not issubclass(l1_cls, FastCache):
+                messages.append(checks.Error(
+                    f"CACHES[{alias!r}] (TieredCache) has L1 BACKEND "
+                    f"{l1.get('BACKEND')!r}, not a django_fastcache table.",
+                    hint="Use django_fastcache.FastCache (per process) or "
+                    "django_fastcache.SharedMemoryCache (per host) as L1.",
+                    id="fastcache.E005",
+                ))
+        url = options.get("INVALIDATION")
+        if isinstance(url, str):
+            why = _redis_answers(url)
+            if why is not None:
+                messages.append(checks.Warning(
+                    f"CACHES[{alias!r}] (TieredCache): the invalidation Redis "
+                    f"{url} does not answer ({why}).",
+                    hint="Until it does, every read goes to L2 (L1 is bypassed); "
+                    "check OPTIONS['INVALIDATION'].",
+                    id="fastcache.W002",
+                ))
+    return messages
+
+
 def register_checks() -> None:
     """Register the checks (idempotent: the registry is a set)."""
     checks.register(check_cache_params, checks.Tags.caches, TAG)
     checks.register(check_session_cache, checks.Tags.caches, TAG)
+    checks.register(check_tiered, checks.Tags.caches, TAG)

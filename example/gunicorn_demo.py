@@ -173,6 +173,7 @@ class Gunicorn:
         self.log_path = os.path.join(shm_dir, "gunicorn.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.extra_args: list[str] = []  # more gunicorn options (pageload.py)
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -195,6 +196,7 @@ class Gunicorn:
                 cmd.append("--no-control-socket")
             if self.preload:
                 cmd += ["--preload", "--config", os.path.abspath(__file__)]
+            cmd += self.extra_args
             env = dict(os.environ)
             env.update(
                 FASTCACHE_BACKEND=self.backend,

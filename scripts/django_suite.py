@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Run Django's own cache test suite against a cache backend class.
 
-    python scripts/django_suite.py [--backend DOTTED.PATH] [--extra-modules LABEL ...]
+    python scripts/django_suite.py [--backend DOTTED.PATH] [--pages] [--tiered]
+                                   [--extra-modules LABEL ...]
                                    [-- RUNTESTS_ARGS ...]
 
 Django's test suite is not part of the Django wheel, only of its sdist.  This
@@ -21,6 +22,13 @@ script
    so the rebind is in place before those modules do
    ``from django.core.cache.backends.locmem import LocMemCache``; the
    settings module refuses to run if some module imported it earlier.
+   With ``--pages`` it also rebinds ``django.middleware.cache``'s
+   UpdateCacheMiddleware, FetchFromCacheMiddleware and CacheMiddleware,
+   ``django.views.decorators.cache.cache_page`` and the ``{% cache %}`` tag
+   (``django.templatetags.cache``'s tag and CacheNode) to django_fastcache's
+   drop-ins (middleware.py, decorators.py, templatetags/fastcache.py),
+   refusing in the same way to run if a module imported Django's originals
+   first.
 4. runs ``runtests.py --parallel=1`` on the cache-related test modules,
    streaming Django's output (including its ``Ran N tests`` line), and exits
    non-zero on any failure or error - or if no tests ran at all.
@@ -112,6 +120,60 @@ print(
     file=_sys.stderr,
     flush=True,
 )
+
+# --pages: Django's page-cache middleware and cache_page rebound to
+# django_fastcache's drop-ins, with the same refusal as above for a module
+# that already holds Django's originals.
+if {pages!r}:
+    from django.middleware import cache as _mw
+    from django.views.decorators import cache as _deco
+
+    _page_names = ("UpdateCacheMiddleware", "FetchFromCacheMiddleware",
+                   "CacheMiddleware")
+    _originals = {{id(getattr(_mw, n)) for n in _page_names}}
+    _originals.add(id(_deco.cache_page))
+
+    def _holds_page_original(module):
+        try:
+            return any(
+                id(getattr(module, n, None)) in _originals
+                for n in (*_page_names, "cache_page")
+            )
+        except Exception:  # modules with a lazy __getattr__
+            return False
+
+    _stale = sorted(
+        name
+        for name, module in list(_sys.modules.items())
+        if module is not None and module not in (_mw, _deco)
+        and not name.startswith("django_fastcache")
+        and _holds_page_original(module)
+    )
+    if _stale:
+        raise RuntimeError(
+            "django_suite: imported before the page-cache rebind: " + ", ".join(_stale)
+        )
+    from django_fastcache import decorators as _fc_deco
+    from django_fastcache import middleware as _fc_mw
+
+    for _n in _page_names:
+        setattr(_mw, _n, getattr(_fc_mw, _n))
+    _deco.CacheMiddleware = _fc_mw.CacheMiddleware
+    _deco.cache_page = _fc_deco.cache_page
+    # The {{% cache %}} tag: Django's library object keeps its name and
+    # registry, its "cache" tag and CacheNode become the drop-in's.
+    from django.templatetags import cache as _tag
+
+    from django_fastcache.templatetags import fastcache as _fc_tag
+
+    _tag.register.tags["cache"] = _fc_tag.do_cache
+    _tag.CacheNode = _fc_tag.CacheNode
+    print(
+        "django_suite: django.middleware.cache.*, cache_page and {{% cache %}} -> "
+        "django_fastcache",
+        file=_sys.stderr,
+        flush=True,
+    )
 
 # Mirrors the shape of Django's default test cache configuration.
 CACHES = {{
@@ -239,6 +301,29 @@ def run_streaming(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, 
     return proc.wait(), "".join(lines)
 
 
+TIERED_MODULE = "fastcache_tiered"
+
+
+@contextlib.contextmanager
+def redis_for_suite():
+    """A redis-server for the --tiered run, stopped at the end whatever happens.
+    Missing and not installable is a failure, never a skip."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import servers
+
+    reason, _spent = servers.ensure_server_binaries()
+    if reason and servers.which("redis-server") is None:
+        sys.exit(f"django_suite: --tiered needs redis-server: {reason}")
+    workdir = tempfile.mkdtemp(prefix="fastcache-suite-redis-")
+    try:
+        server = servers.start_server("redis", workdir)
+        log(f"{server.version} on {server.url}")
+        yield server.url
+    finally:
+        servers.stop_servers()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Run Django's own cache tests against a cache backend.",
@@ -247,6 +332,9 @@ def main() -> int:
     parser.add_argument("--backend", default=DEFAULT_BACKEND,
                         help="dotted path of the backend class "
                              f"(default {DEFAULT_BACKEND})")
+    parser.add_argument("--pages", action="store_true",
+                        help="also rebind Django's cache middleware and cache_page "
+                             "to django_fastcache.middleware / .decorators")
     parser.add_argument("--extra-modules", nargs="+", action="extend", default=[],
                         metavar="LABEL", help="more runtests.py test labels to run")
     parser.add_argument("--only", nargs="+", metavar="LABEL",
@@ -257,6 +345,10 @@ def main() -> int:
                         help="runtests.py verbosity (2 lists every test and skip)")
     parser.add_argument("--parallel", default="1",
                         help="runtests.py --parallel (default 1)")
+    parser.add_argument("--tiered", action="store_true",
+                        help="run Django's BaseCacheTests on TieredCache over "
+                             "RedisCache (scripts/django_tiered_tests.py) with a "
+                             "redis-server started for the run (tests/servers.py)")
     parser.add_argument("runtests_args", nargs=argparse.REMAINDER,
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,16 +380,25 @@ def main() -> int:
 
     # One settings module per backend, so concurrent runs with different
     # backends over one unpacked sdist do not overwrite each other's.
-    digest = hashlib.sha1(args.backend.encode()).hexdigest()[:10]
+    digest = hashlib.sha1(
+        f"{args.backend} pages={args.pages}".encode()
+    ).hexdigest()[:10]
     settings_name = f"fastcache_suite_settings_{digest}"
     settings_path = tests_dir / f"{settings_name}.py"
-    text = SETTINGS_TEMPLATE.format(backend=args.backend)
+    text = SETTINGS_TEMPLATE.format(backend=args.backend, pages=args.pages)
     if not settings_path.exists() or settings_path.read_text() != text:
         tmp_path = settings_path.with_suffix(".tmp")
         tmp_path.write_text(text)
         os.replace(tmp_path, settings_path)
 
-    labels = args.only or resolve_default_labels(tests_dir, version)
+    if args.tiered:
+        # Inside Django's cache test package, so that runtests.py installs the
+        # "cache" app the imported BaseCacheTests needs, and runs only these.
+        shutil.copyfile(ROOT / "scripts" / "django_tiered_tests.py",
+                        tests_dir / "cache" / f"{TIERED_MODULE}.py")
+        labels = [f"cache.{TIERED_MODULE}"]
+    else:
+        labels = args.only or resolve_default_labels(tests_dir, version)
     labels = labels + args.extra_modules
     cmd = [sys.executable, "runtests.py", f"--settings={settings_name}",
            f"--parallel={args.parallel}", "-v", str(args.verbosity),
@@ -313,7 +414,12 @@ def main() -> int:
             [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + [str(ROOT)]
         )
     log(f"running in {tests_dir}: {' '.join(cmd[1:])}")
-    rc, output = run_streaming(cmd, tests_dir, env)
+    if args.tiered:
+        with redis_for_suite() as url:
+            env["FASTCACHE_SUITE_REDIS"] = url
+            rc, output = run_streaming(cmd, tests_dir, env)
+    else:
+        rc, output = run_streaming(cmd, tests_dir, env)
 
     found = re.findall(r"^Found (\d+) test", output, re.MULTILINE)
     ran = re.findall(r"^Ran (\d+) tests? in ", output, re.MULTILINE)
@@ -323,7 +429,10 @@ def main() -> int:
     skipped = re.search(r"skipped=(\d+)", detail)
     # Python >= 3.12's unittest leaves skipped tests out of "Ran N tests";
     # "Found N test(s)" is Django's count of everything selected.
-    summary = (f"Django {version}, backend {args.backend}: "
+    tested = ("django_fastcache.TieredCache over RedisCache (BaseCacheTests)"
+              if args.tiered else args.backend)
+    summary = (f"Django {version}, backend {tested}"
+               f"{' + page drop-ins' if args.pages else ''}: "
                f"{found[-1] if found else '?'} tests found, {count} ran, "
                f"{skipped.group(1) if skipped else 0} skipped by Django")
     if rc == 0 and count == 0:

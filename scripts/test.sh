@@ -3,13 +3,16 @@
 #
 # From a fresh clone (only python3 and gcc assumed) it builds everything it needs and runs,
 # stopping at the first failing stage:
-#   setup      fresh venv .venv-test, requirements/test.txt, the extension built into it
+#   setup      fresh venv .venv-test, requirements/test.txt, the extension built into it;
+#              redis-server and memcached from apt when missing (TieredCache tests)
 #   lint       ruff check (Python: package, tests, scripts, bench, example); clang-format
 #              --dry-run --Werror on csrc/ (.clang-format), installed with apt if missing
 #   C tests    make -C csrc/tests test test-sanitize [test-valgrind]
 #   pytest     our test suite
 #   Django     Django's own cache test suite with LocMemCache replaced by FastCache, then
-#              by SharedMemoryCache
+#              by SharedMemoryCache, and Django's cache middleware, cache_page and
+#              {% cache %} by django_fastcache's drop-ins; BaseCacheTests on
+#              TieredCache over RedisCache
 #   interpreters
 #              scripts/interpreters.sh ensure: the Debian forky root with CPython 3.14 and
 #              a free-threaded CPython, made once and cached outside the checkout
@@ -141,12 +144,17 @@ run_pytest() {
 }
 
 # Django's suite runs twice: LocMemCache replaced by FastCache, then by
-# SharedMemoryCache (whose segments go to the private directory below).
+# SharedMemoryCache (whose segments go to the private directory below).  Both
+# runs also rebind Django's cache middleware and cache_page to django_fastcache's
+# drop-ins (--pages): the same test modules, so the page tests (cache,
+# decorators.test_cache, template_tests...test_cache, sessions_tests) run on
+# the drop-ins without a third run.
 run_django_suite() {
     local python="$1"
     shift
-    "$@" "$python" scripts/django_suite.py --backend django_fastcache.FastCache
-    "$@" "$python" scripts/django_suite.py --backend django_fastcache.SharedMemoryCache
+    "$@" "$python" scripts/django_suite.py --backend django_fastcache.FastCache --pages
+    "$@" "$python" scripts/django_suite.py --backend django_fastcache.SharedMemoryCache --pages
+    "$@" "$python" scripts/django_suite.py --tiered
 }
 
 # The environment an ASan-instrumented extension needs: the ASan runtime loaded before
@@ -210,8 +218,31 @@ print("interpreter:", sys.version.replace(chr(10), " "),
     run_django_suite "$venv/bin/python" in_root
 }
 
+# redis-server and memcached: the TieredCache tests (pytest, Django suite --tiered)
+# start their own on free loopback ports.  Missing and not installable is a failure.
+servers() {
+    local missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || missing+=(memcached)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "test.sh: installing ${missing[*]} for the TieredCache tests"
+    # Keep the packages from starting their system services (policy-rc.d "101: action
+    # forbidden"): the tests run their own servers on free ports.
+    local policy=/usr/sbin/policy-rc.d created=0 rc=0
+    if [ "$(id -u)" -eq 0 ] && [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created=1
+    fi
+    apt_install "${missing[@]}" || rc=$?
+    if [ "$created" -eq 1 ]; then rm -f "$policy"; fi
+    if [ "$rc" -ne 0 ]; then
+        echo "test.sh: ${missing[*]} missing and could not be installed (apt-get)" >&2
+        return 1
+    fi
+}
+
 setup() {
     check_python
+    servers
     bash scripts/bootstrap.sh "$VENV"
 }
 

@@ -26,6 +26,24 @@ def child_pythonpath() -> str:
     return os.pathsep.join(dict.fromkeys([pkg_parent, here, *extra]))
 
 
+def run_child(code: str, *args: str, timeout: float = 60, **env: str) -> Any:
+    """Run code in a fresh interpreter (-P, from the temp directory, with this
+    process's django_fastcache importable and env added); the completed
+    process, its output captured as text."""
+    import subprocess
+    import sys
+    import tempfile
+
+    return subprocess.run(
+        [sys.executable, "-P", "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONPATH=child_pythonpath(), **env),
+        cwd=tempfile.gettempdir(),
+    )
+
+
 def async_delegates(name: str) -> bool:
     """Whether the installed Django's BaseCache.a<name> calls the sync <name>
     when a backend overrides it (Django >= 6.1), instead of being built on

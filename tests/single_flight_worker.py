@@ -5,7 +5,9 @@ usage: single_flight_worker.py LOCATION LOCK_TIMEOUT RUNS_FILE START_AT SLEEP [h
 Waits until time.time() >= START_AT (so that the processes overlap), then
 get_or_set("k", compute) where compute appends a line to RUNS_FILE, sleeps
 SLEEP seconds (for ever with "hang") and returns "value-<pid>".  Prints the
-result as JSON.
+result, the stats and the seconds get_or_set took as JSON.  With SF_STALE in
+the environment, get_or_set is called with stale=SF_STALE and timeout
+SF_TIMEOUT (default None).
 """
 
 from __future__ import annotations
@@ -45,8 +47,16 @@ def main() -> None:
     delay = float(start_at) - time.time()
     if delay > 0:
         time.sleep(delay)
-    result = cache.get_or_set("k", compute, timeout=None)
-    print(json.dumps({"result": result, "stats": cache.stats()}), flush=True)
+    kwargs = {}
+    timeout = None
+    if "SF_STALE" in os.environ:
+        kwargs["stale"] = float(os.environ["SF_STALE"])
+        timeout = float(os.environ.get("SF_TIMEOUT", "300"))
+    started, t0 = time.time(), time.monotonic()
+    result = cache.get_or_set("k", compute, timeout=timeout, **kwargs)
+    took = time.monotonic() - t0
+    print(json.dumps({"result": result, "stats": cache.stats(), "took": took,
+                      "started": started, "pid": os.getpid()}), flush=True)
 
 
 if __name__ == "__main__":

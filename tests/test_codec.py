@@ -23,10 +23,7 @@ import math
 import os
 import pickle
 import struct
-import subprocess
-import sys
 import sysconfig
-import tempfile
 import textwrap
 import uuid
 import zoneinfo
@@ -34,11 +31,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fc_helpers import child_pythonpath
+from fc_helpers import run_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 fc = pytest.importorskip("django_fastcache._fastcache")
+
+from django.utils.safestring import SafeString, mark_safe  # noqa: E402
 
 from django_fastcache import FastCache, SharedMemoryCache  # noqa: E402
 from django_fastcache import backend as fc_backend  # noqa: E402
@@ -153,6 +152,19 @@ def tz_takes(tz: Any) -> bool:
     return False
 
 
+class PlainStr(str):
+    """A subclass as SafeString is one: no state, pickled by NEWOBJ."""
+
+    __slots__ = ()
+
+    def shout(self) -> str:
+        return self.upper()
+
+
+class PlainBytes(bytes):
+    __slots__ = ()
+
+
 def codec_takes(
     v: Any, depth: int = 0, seen: set[int] | None = None, protocol: int = 5
 ) -> bool:
@@ -163,8 +175,10 @@ def codec_takes(
         return True
     if t is int:
         return -INT64 <= v < INT64
-    if t is str:
+    if t in (str, SafeString, PlainStr):
         return utf8(v)
+    if t is PlainBytes:
+        return True
     if t in (dt.date, dt.timedelta, decimal.Decimal):
         return True
     if t is uuid.UUID:
@@ -271,9 +285,23 @@ def decimals(draw: Any) -> Any:
     return draw(_decimals)
 
 
+_subclassed = (
+    st.builds(SafeString, texts)
+    | st.builds(PlainStr, texts)
+    | st.builds(PlainBytes, st.binary(max_size=9))
+)
+
+
+@st.composite
+def subclassed(draw: Any) -> Any:
+    """Plain str and bytes subclasses, SafeString among them (named, as datetimes())."""
+    return draw(_subclassed)
+
+
 atoms = (
     st.none() | st.booleans() | ints | floats | texts | st.binary(max_size=40)
     | datetimes() | decimals() | uuids()
+    | subclassed()
 )
 hashables = st.recursive(
     atoms,
@@ -478,14 +506,7 @@ def test_decimal_is_looked_up_lazily() -> None:
             "v = decimal.Decimal('-0')\n"
             "assert str(fc._codec_decode(fc._codec_encode(v))) == '-0'\n"
         )
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, PYTHONPATH=child_pythonpath()),
-        cwd=tempfile.gettempdir(),
-    )
+    proc = run_child(code)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -762,6 +783,9 @@ FUZZ = """
 import datetime as dt, random, sys, uuid, zoneinfo
 from decimal import Decimal as D
 from django_fastcache import _fastcache as fc
+from django.utils.safestring import SafeString
+class Bytes(bytes):
+    __slots__ = ()
 rng = random.Random(int(sys.argv[1]))
 seeds = [
     {"id": 7, "name": "alice", "tags": ["a", "b"], "score": 1.5, "raw": b"\\x00\\xff"},
@@ -776,6 +800,7 @@ seeds = [
     [D("-1.50"), D("sNaN12"), D("-Infinity"), D("1E+999999999999999999"), D("-0E-7")],
     {uuid.UUID(int=2**128 - 1, is_safe=uuid.SafeUUID.unsafe): uuid.uuid4(),
      "u": [uuid.UUID(int=0, is_safe=uuid.SafeUUID.safe)]},
+    [SafeString("<b>frag</b>"), {"s": SafeString("\\u00e9")}, Bytes(b"\\x00")],
 ]
 payloads = [fc._codec_encode(v) for v in seeds]
 assert all(p is not None for p in payloads)
@@ -799,8 +824,10 @@ for i in range(int(sys.argv[2])):
     try:
         fc._codec_decode(bytes(p))
         outcome = "ok"
-    except (ValueError, TypeError, OverflowError, MemoryError, KeyError) as exc:
-        # KeyError: zoneinfo.ZoneInfoNotFoundError, for a key the bytes now spell
+    except (ValueError, TypeError, OverflowError, MemoryError, KeyError, ImportError,
+            AttributeError) as exc:
+        # KeyError: zoneinfo.ZoneInfoNotFoundError, for a key the bytes now spell;
+        # ImportError, AttributeError: a class name the bytes now spell (as pickle)
         outcome = type(exc).__name__
     outcomes[outcome] = outcomes.get(outcome, 0) + 1
 print(sorted(outcomes.items()))
@@ -851,26 +878,199 @@ print("ok")
 
 @pytest.mark.parametrize("mode", ["decode", "encode"])
 def test_collections_during_codec_calls_do_not_crash(mode: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", textwrap.dedent(GC_STRESS), "0", mode],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=child_pythonpath()),
-        cwd=tempfile.gettempdir(),
-    )
+    proc = run_child(textwrap.dedent(GC_STRESS), "0", mode, timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert proc.stdout.strip() == "ok"
 
 
 def test_fuzzed_payloads_raise_and_never_crash() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", textwrap.dedent(FUZZ), "1234", "20000"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=child_pythonpath()),
-        cwd=tempfile.gettempdir(),
-    )
+    proc = run_child(textwrap.dedent(FUZZ), "1234", "20000", timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "ValueError" in proc.stdout
+
+
+# --------------------------------------------------------------------------
+# Subclasses of str and bytes (SafeString: what {% cache %} stores)
+
+
+@pytest.mark.parametrize(
+    "v",
+    [
+        mark_safe("<b>caf\u00e9</b>"),
+        SafeString(""),
+        SafeString("x" * 5000),
+        {"fragment": mark_safe("<p>ok</p>"), "items": [SafeString("a"), PlainStr("b")]},
+        (PlainBytes(b"\x00\xff"), PlainStr("\U0001f600")),
+    ],
+)
+def test_plain_subclasses_round_trip_with_their_class(v: Any, make_cache_pair) -> None:
+    payload = fc._codec_encode(v)
+    assert payload is not None
+    want = roundtrip(v)
+    for got in [fc._codec_decode(payload)] + [
+        (cache.set("sub", v), cache.get("sub"))[1] for cache in make_cache_pair
+    ]:
+        assert same(got, want)
+        assert canon(got) == canon(want)
+
+
+def test_safestring_keeps_its_behaviour_after_a_get(make_cache_pair) -> None:
+    for cache in make_cache_pair:
+        cache.set("frag", mark_safe("<i>x</i>"))
+        got = cache.get("frag")
+        assert type(got) is SafeString and got.__html__() is got
+        assert type(got + mark_safe("y")) is SafeString
+
+
+class WithReduce(str):
+    __slots__ = ()
+
+    def __reduce__(self) -> Any:
+        return (str, (str(self) + "!",))
+
+
+class WithGetnewargs(str):
+    __slots__ = ()
+
+    def __getnewargs__(self) -> tuple:
+        return ("other",)
+
+
+class WithSlots(str):
+    __slots__ = ("extra",)
+
+
+class WithNew(str):
+    __slots__ = ()
+
+    def __new__(cls, text: str = "") -> WithNew:
+        return super().__new__(cls, text.upper())
+
+
+class WithGetattr(str):
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+
+class GrandChild(PlainStr):
+    __slots__ = ()
+
+    def __getstate__(self) -> Any:
+        return {"x": 1}
+
+
+class Registered(str):
+    __slots__ = ()
+
+
+def _local_class() -> Any:
+    class Local(str):
+        __slots__ = ()
+
+    return Local("v")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: StrSub("has a __dict__"),
+        lambda: WithReduce("r"),
+        lambda: WithGetnewargs("g"),
+        lambda: WithSlots("s"),
+        lambda: WithNew("n"),
+        lambda: WithGetattr("a"),
+        lambda: GrandChild("c"),
+        lambda: SafeString("lone \udc80"),
+    ],
+)
+def test_subclasses_pickle_treats_otherwise_are_declined(make) -> None:
+    v = make()
+    assert fc._codec_encode(v) is None
+    assert fc._codec_encode([v]) is None
+
+
+def test_a_class_pickle_cannot_find_is_declined() -> None:
+    v = _local_class()
+    assert fc._codec_encode(v) is None
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        pickle.dumps(v)
+
+
+def test_copyreg_registration_is_honoured() -> None:
+    import copyreg
+
+    v = Registered("k")
+    assert fc._codec_encode(v) is not None
+    copyreg.pickle(Registered, lambda o: (str, (str(o),)))
+    try:
+        assert fc._codec_encode(v) is None
+        assert type(roundtrip(v)) is str  # what the registration asks for
+    finally:
+        del copyreg.dispatch_table[Registered]
+    assert fc._codec_encode(v) is not None
+
+
+def test_subclass_changed_after_use_is_judged_again(monkeypatch) -> None:
+    v = PlainStr("p")
+    payload = fc._codec_encode(v)
+    assert payload is not None
+    with monkeypatch.context() as m:
+        patched = lambda self: (str, ("patched",))  # noqa: E731
+        m.setattr(PlainStr, "__reduce__", patched, raising=False)
+        assert fc._codec_encode(v) is None
+    assert fc._codec_encode(v) == payload
+
+
+def test_decode_imports_the_module_as_pickle_does() -> None:
+    payload = fc._codec_encode(mark_safe("<b>x</b>"))
+    code = (
+        "import sys\n"
+        "from django_fastcache import _fastcache as fc\n"
+        "assert 'django.utils.safestring' not in sys.modules\n"
+        f"v = fc._codec_decode({payload!r})\n"
+        "assert type(v).__module__ == 'django.utils.safestring', type(v)\n"
+        "assert type(v).__name__ == 'SafeString' and v == '<b>x</b>'\n"
+        "assert 'django.utils.safestring' in sys.modules\n"
+        "print('ok')\n"
+    )
+    proc = run_child(code)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+STR = b"builtins\x00str"
+
+
+def _subclass_payload(name: bytes, value: bytes = b"\x06\x01x") -> bytes:
+    return b"\x01\x15" + bytes([len(name)]) + name + value
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "what"),
+    [
+        (_subclass_payload(b"ab"), ValueError, "bad class name"),
+        (_subclass_payload(b"nonul"), ValueError, "bad class name"),
+        (_subclass_payload(b"\x00mod"), ValueError, "bad class name"),
+        (_subclass_payload(b"mod\x00"), ValueError, "bad class name"),
+        (_subclass_payload(b"a\x00b\x00c"), ValueError, "bad class name"),
+        (_subclass_payload(STR, b"\x09\x00"), ValueError, "bad subclass value"),
+        (_subclass_payload(STR, b""), ValueError, "bad subclass value"),
+        (_subclass_payload(b"no_such_module_fc\x00X"), ModuleNotFoundError, "no_such"),
+        (_subclass_payload(b"os\x00NoSuchClass"), AttributeError, "NoSuchClass"),
+        (_subclass_payload(b"os\x00sep"), TypeError, "not a class"),
+        (_subclass_payload(b"builtins\x00int"), ValueError, "invalid literal"),
+    ],
+)
+def test_damaged_subclass_payloads_raise(
+    payload: bytes, error: type, what: str
+) -> None:
+    with pytest.raises(error, match=what):
+        fc._codec_decode(payload)
+
+
+def test_subclass_payload_of_str_itself_decodes_as_pickle_would() -> None:
+    # NEWOBJ(str, ("x",)) is just "x": a name that now finds a builtin still
+    # decodes as pickle.loads would decode it.
+    got = fc._codec_decode(_subclass_payload(b"builtins\x00str"))
+    assert type(got) is str and got == "x"

@@ -379,7 +379,16 @@ def test_stub_files_are_shipped_next_to_the_modules():
     import django_fastcache
 
     package = os.path.dirname(django_fastcache.__file__)
-    for name in ("__init__.pyi", "backend.pyi", "_fastcache.pyi", "py.typed"):
+    for name in (
+        "__init__.pyi",
+        "backend.pyi",
+        "_fastcache.pyi",
+        "middleware.pyi",
+        "decorators.pyi",
+        "wsgi.pyi",
+        "asgi.pyi",
+        "py.typed",
+    ):
         assert os.path.isfile(os.path.join(package, name)), name
 
 
@@ -405,6 +414,17 @@ def test_stubs_list_the_runtime_names():
 
     assert set(django_fastcache.__all__) <= names("__init__.pyi")
     assert set(backend.__all__) <= names("backend.pyi")
+    from django_fastcache import asgi, decorators, middleware, wsgi
+
+    for module in (middleware, decorators, wsgi, asgi):
+        stub = module.__name__.rpartition(".")[2] + ".pyi"
+        public = {
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_")
+            and getattr(v, "__module__", None) == module.__name__
+        }
+        assert set(module.__all__) | public <= names(stub), stub
     public = {n for n in dir(_fastcache) if not n.startswith("_")}
     public |= {
         n

@@ -200,9 +200,22 @@ def test_callable_longer_than_lock_timeout(make):
 
 def test_lock_timeout_zero_turns_it_off(make):
     cache = make(LOCK_TIMEOUT=0)
-    compute = Counter(sleep=0.1)
+    # Each run waits for the others (at most 5 s): all 4 callers are inside
+    # the callable at once, which only a cache without single-flight allows
+    # (whatever the machine's load does to the threads' start).
+    together = threading.Barrier(4)
+    runs = []
+
+    def compute():
+        runs.append(1)
+        try:
+            together.wait(5)
+        except threading.BrokenBarrierError:
+            pass
+        return "value"
+
     run_threads([lambda: cache.get_or_set("k", compute)] * 4)
-    assert compute.runs == 4
+    assert len(runs) == 4 and not together.broken
 
 
 @pytest.mark.parametrize(
@@ -540,3 +553,35 @@ def test_hung_owner_process_bounded_by_lock_timeout(shm_dir):
         assert cache.stats()["single_flight_takeovers"] == 1
     finally:
         _kill(owner)
+
+
+@needs_linux
+def test_cancelled_coroutine_polling_a_lease_releases_its_claim(shm_dir):
+    # The coroutine owns this process's claim and polls another process's
+    # lease; cancelling it must release the claim (the core's finally runs
+    # when the driver closes it), so a later caller is not left waiting.
+    tmp_path, locations = shm_dir
+    loc = f"sf-cancel-{os.getpid()}-{next(_ids)}"
+    locations.append(loc)
+    owner = _spawn(tmp_path, loc, 5, 0, 0, hang=True)
+    try:
+        end = time.monotonic() + DEADLINE
+        while not _runs(tmp_path):
+            assert time.monotonic() < end and owner.poll() is None, owner.stderr
+            time.sleep(0.01)
+        cache = SharedMemoryCache(loc, {"OPTIONS": {"LOCK_TIMEOUT": 5}})
+
+        async def main():
+            task = asyncio.ensure_future(cache.aget_or_set("k", lambda: "mine"))
+            await asyncio.sleep(0.2)
+            assert not task.done() and _flight._flights  # polling the lease
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        assert not _flight._flights
+    finally:
+        _kill(owner)
+    # The dead owner's lease is taken over at once.
+    assert cache.get_or_set("k", lambda: "mine") == "mine"

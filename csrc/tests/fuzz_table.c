@@ -127,6 +127,7 @@ typedef struct ment {
     uint8_t vtype, never;
     uint32_t vlen;
     double expires;
+    double stale; /* serve-stale grace past expires (0: none) */
     uint64_t ver; /* model write version: new on every value write */
     uint8_t val[MAXV];
 } ment;
@@ -148,6 +149,9 @@ static int m_find(const model *m, int key)
 }
 
 static int m_expired(const ment *e, double now) { return !e->never && e->expires <= now; }
+
+/* Expired but within its serve-stale grace: gets miss and leave it. */
+static int m_kept(const ment *e, double now) { return e->stale > 0 && e->expires + e->stale > now; }
 
 static void m_remove(model *m, int i)
 {
@@ -196,6 +200,7 @@ static void m_set(model *m, int key, int vtype, const uint8_t *v, uint32_t vlen,
     memcpy(e->val, v, vlen);
     e->never = (uint8_t)(never != 0);
     e->expires = never ? 0 : expires;
+    e->stale = 0;
     e->ver = ++g_ver;
     m->sets++;
 }
@@ -252,6 +257,7 @@ static int cmp_cb(const fc_entry *e, void *arg)
     REQUIRE(memcmp(fc_entry_value(e), me->val, e->vlen) == 0);
     REQUIRE(e->never == me->never);
     REQUIRE(e->never || e->expires == me->expires);
+    REQUIRE(e->stale == me->stale);
     return 0;
 }
 
@@ -533,6 +539,15 @@ static void run_stream(const uint8_t *data, size_t size)
             REQUIRE(rc == expect);
             if (expect)
                 m_set(&m, key, v.vtype, v.b, v.vlen, never, expires, me, cf);
+            if (u8(&r) & 1) { /* get_or_set's add_stale: a grace for what is there */
+                static const double graces[] = {0, 0.25, 1, 4, -1, 1e9};
+                double grace = graces[u8(&r) % NELEM(graces)];
+                int j = m_find(&m, key);
+                TRACE("mark_stale key=%d grace=%g", key, grace);
+                REQUIRE(fc_mark_stale_lock_held(&t, &k, grace) == (j >= 0));
+                if (j >= 0)
+                    m.e[j].stale = m.e[j].never || !(grace > 0) ? 0 : grace;
+            }
             break;
         }
         case 4:
@@ -546,7 +561,8 @@ static void run_stream(const uint8_t *data, size_t size)
             }
             else if (m_expired(&m.e[i], now)) {
                 REQUIRE(e == NULL);
-                m_remove(&m, i);
+                if (!m_kept(&m.e[i], now))
+                    m_remove(&m, i);
             }
             else {
                 REQUIRE(e != NULL);
@@ -557,7 +573,24 @@ static void run_stream(const uint8_t *data, size_t size)
             }
             break;
         }
-        case 7: { /* peek: no side effects; checks generations */
+        case 7: {                  /* peek: no side effects; checks generations */
+            if (u8(&r) % 3 == 0) { /* or get_stale (serve-stale) */
+                int stale = -1;
+                TRACE("get_stale key=%d", key);
+                fc_entry *e = fc_get_stale_lock_held(&t, &k, now, &stale);
+                if (i < 0 || (m_expired(&m.e[i], now) && !m_kept(&m.e[i], now))) {
+                    REQUIRE(e == NULL);
+                    if (i >= 0)
+                        m_remove(&m, i);
+                }
+                else {
+                    REQUIRE(e != NULL && stale == m_expired(&m.e[i], now));
+                    REQUIRE(e->vlen == m.e[i].vlen &&
+                            memcmp(fc_entry_value(e), m.e[i].val, e->vlen) == 0);
+                    m_to_front(&m, i);
+                }
+                break;
+            }
             TRACE("peek key=%d", key);
             fc_entry *e = fc_peek_lock_held(&t, &k);
             REQUIRE((e != NULL) == (i >= 0));
@@ -605,7 +638,7 @@ static void run_stream(const uint8_t *data, size_t size)
             if (i < 0 || m_expired(&m.e[i], now)) {
                 REQUIRE(rc == FC_MISS);
                 REQUIRE(found == NULL);
-                if (i >= 0)
+                if (i >= 0 && !m_kept(&m.e[i], now))
                     m_remove(&m, i);
                 break;
             }

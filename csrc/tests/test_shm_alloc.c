@@ -121,8 +121,8 @@ static void test_fresh_segment(void)
         return;
     }
     const fc_shm_header *h = HDR_OF(&s);
-    CHECK_EQ(h->layout, 4);
-    CHECK_EQ(FC_SHM_LAYOUT, 4);
+    CHECK_EQ(h->layout, 5);
+    CHECK_EQ(FC_SHM_LAYOUT, 5);
     CHECK(s.shm.created);
     fc_shm_heap_stats st;
     CHECK_HEAP(&s.mem, &st);

@@ -763,6 +763,86 @@ static void test_touch(void)
     fc_table_destroy(&t);
 }
 
+/* Serve-stale: an entry marked with a grace outlives its expiry for
+ * get_stale only; get, has_key (get without LRU) and incr answer a miss and
+ * leave it; a write resets the grace; past the grace it goes as usual. */
+static void test_stale(void)
+{
+    fc_mem mem;
+    fc_table t;
+    table_new(&t, &mem);
+    fc_key ka = ks(&t, "a"), kb = ks(&t, "b"), kz = ks(&t, "zz");
+    int stale = -1;
+
+    sset(&t, "a", "1", 0, NOW + 10);
+    sset(&t, "b", "2", 0, NOW + 10);
+    CHECK_EQ(fc_mark_stale_lock_held(&t, &ka, 5), 1);
+    CHECK_EQ(fc_mark_stale_lock_held(&t, &kz, 5), 0);
+    CHECK(speek(&t, "a")->stale == 5 && speek(&t, "b")->stale == 0);
+    CHECK_TABLE(&t);
+
+    /* live: both gets hit, get_stale says live */
+    CHECK(val_is(fc_get_stale_lock_held(&t, &ka, NOW + 9, &stale), "1") && stale == 0);
+    CHECK(val_is(sget(&t, "a", NOW + 9, 1), "1"));
+
+    /* expired within the grace: get misses and keeps it; get_stale serves it */
+    uint64_t count = t.h->count, expirations = t.h->stats.expirations;
+    CHECK(sget(&t, "a", NOW + 12, 1) == NULL);
+    CHECK(sget(&t, "a", NOW + 12, 0) == NULL);
+    CHECK_EQ(t.h->count, count);
+    CHECK_EQ(t.h->stats.expirations, expirations);
+    CHECK_ORDER(&t, "a b");
+    CHECK(val_is(fc_get_stale_lock_held(&t, &kb, NOW + 12, &stale), "2") == 0);
+    CHECK(val_is(fc_get_stale_lock_held(&t, &ka, NOW + 12, &stale), "1") && stale == 1);
+    CHECK_EQ(t.h->count, count - 1); /* b had no grace: removed */
+    CHECK_TABLE(&t);
+
+    /* incr on it: a miss, and it stays */
+    int64_t r;
+    fc_entry *found;
+    CHECK_EQ(fc_incr_lock_held(&t, &ka, 1, NOW + 12, &r, &found), FC_MISS);
+    CHECK(speek(&t, "a") != NULL);
+    /* touch: an expired entry is not touched (LocMemCache), grace kept */
+    CHECK_EQ(fc_touch_lock_held(&t, &ka, 0, NOW + 100, NOW + 12), 0);
+    CHECK(speek(&t, "a")->stale == 5);
+
+    /* a set resets the grace: after its expiry the entry goes at once */
+    sset(&t, "a", "3", 0, NOW + 20);
+    CHECK(speek(&t, "a")->stale == 0);
+    CHECK(fc_get_stale_lock_held(&t, &ka, NOW + 21, &stale) == NULL);
+    CHECK(speek(&t, "a") == NULL);
+    CHECK_TABLE(&t);
+
+    /* past the grace (boundary: expires + stale == now is past it) */
+    sset(&t, "a", "4", 0, NOW + 10);
+    CHECK_EQ(fc_mark_stale_lock_held(&t, &ka, 5), 1);
+    CHECK(fc_get_stale_lock_held(&t, &ka, NOW + 15, &stale) == NULL);
+    CHECK(speek(&t, "a") == NULL);
+
+    /* get past the grace removes it like any expired entry */
+    sset(&t, "a", "5", 0, NOW + 10);
+    CHECK_EQ(fc_mark_stale_lock_held(&t, &ka, 5), 1);
+    CHECK(sget(&t, "a", NOW + 16, 1) == NULL && speek(&t, "a") == NULL);
+
+    /* add over a kept entry stores (it is expired), grace from the add */
+    sset(&t, "a", "6", 0, NOW + 10);
+    CHECK_EQ(fc_mark_stale_lock_held(&t, &ka, 5), 1);
+    CHECK_EQ(fc_add_lock_held(&t, &ka, FC_VT_STR, "7", 1, 0, NOW + 30, BIG, 3, NOW + 12), 1);
+    CHECK(val_is(speek(&t, "a"), "7") && speek(&t, "a")->stale == 0);
+
+    /* no grace for entries that never expire, nor a negative or NaN one */
+    sset(&t, "n", "8", 1, 0);
+    fc_key kn = ks(&t, "n");
+    CHECK_EQ(fc_mark_stale_lock_held(&t, &kn, 5), 1);
+    CHECK(speek(&t, "n")->stale == 0);
+    CHECK_EQ(fc_mark_stale_lock_held(&t, &ka, -1), 1);
+    CHECK(speek(&t, "a")->stale == 0);
+    CHECK_EQ(fc_mark_stale_lock_held(&t, &ka, 0.0 / 0.0), 1);
+    CHECK(speek(&t, "a")->stale == 0);
+    CHECK_TABLE(&t);
+    fc_table_destroy(&t);
+}
+
 static void test_delete(void)
 {
     fc_mem mem;
@@ -2670,6 +2750,7 @@ int main(void)
         {"lazy_lru", test_lazy_lru},
         {"add", test_add},
         {"touch", test_touch},
+        {"stale", test_stale},
         {"delete", test_delete},
         {"expiry", test_expiry},
         {"cull", test_cull},

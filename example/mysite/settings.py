@@ -8,6 +8,14 @@ One switch picks the cache: the environment variable FASTCACHE_BACKEND,
 The same cache holds the @cache_page pages, the {% cache %} fragments, the
 low-level API's values and the sessions (SESSION_ENGINE "cache"), so the
 project needs no database.
+
+A second switch, FASTCACHE_PAGES, adds the site-wide page cache (pageload.py
+compares them; FASTCACHE_PAGE_SECONDS is its timeout, default 600):
+    none    no site-wide page cache (the default)
+    django  Django's UpdateCacheMiddleware ... FetchFromCacheMiddleware
+    dropin  django_fastcache.middleware's drop-ins, same places
+    front   the drop-ins, and mysite.wsgi wraps the application in
+            django_fastcache.wsgi.serve_cached: hits never reach Django
 """
 
 import os
@@ -27,9 +35,34 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
 ]
+
+# The site-wide page cache: the update half first (outermost), the fetch half
+# last, as Django documents it.
+PAGE_MIDDLEWARE = {
+    "none": None,
+    "django": ("django.middleware.cache.UpdateCacheMiddleware",
+               "django.middleware.cache.FetchFromCacheMiddleware"),
+    "dropin": ("django_fastcache.middleware.UpdateCacheMiddleware",
+               "django_fastcache.middleware.FetchFromCacheMiddleware"),
+    "front": ("django_fastcache.middleware.UpdateCacheMiddleware",
+              "django_fastcache.middleware.FetchFromCacheMiddleware"),
+}
+FASTCACHE_PAGES = os.environ.get("FASTCACHE_PAGES", "none").strip().lower()
+if FASTCACHE_PAGES not in PAGE_MIDDLEWARE:
+    raise ImproperlyConfigured(
+        f"FASTCACHE_PAGES={FASTCACHE_PAGES!r} is not one of: "
+        f"{', '.join(PAGE_MIDDLEWARE)}."
+    )
+if PAGE_MIDDLEWARE[FASTCACHE_PAGES]:
+    _update, _fetch = PAGE_MIDDLEWARE[FASTCACHE_PAGES]
+    MIDDLEWARE = [_update, *MIDDLEWARE, _fetch]
+CACHE_MIDDLEWARE_SECONDS = int(os.environ.get("FASTCACHE_PAGE_SECONDS", "600"))
+CACHE_MIDDLEWARE_KEY_PREFIX = ""
 
 ROOT_URLCONF = "mysite.urls"
 WSGI_APPLICATION = "mysite.wsgi.application"

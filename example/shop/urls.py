@@ -12,4 +12,6 @@ urlpatterns = [
     path("demo/counter/", demo.demo_counter, name="demo_counter"),
     path("demo/state/", demo.demo_state, name="demo_state"),
     path("demo/list/", demo.demo_list, name="demo_list"),
+    # pageload.py
+    path("hot/", views.hot_page, name="hot_page"),
 ]

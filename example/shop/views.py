@@ -9,11 +9,15 @@ popular         the low-level API: get_or_set() of a computed summary,
                 get_many() of the view counters, incr() of a request counter
 stats           JSON: the cache's stats() (fastcache backends) and how often
                 each view actually ran, for loadtest.py
+hot_page        the page pageload.py hammers: cached by the site-wide
+                middleware (FASTCACHE_PAGES), each render logged
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import Counter
 
 from django.conf import settings
@@ -101,6 +105,31 @@ def popular(request: HttpRequest) -> JsonResponse:
             "api_requests": requests_served,
         }
     )
+
+
+HOT_RENDER_SECONDS = 0.05  # what a render costs (queries, templates)
+
+
+def hot_page(request: HttpRequest) -> HttpResponse:
+    """A ~10 KB page that takes HOT_RENDER_SECONDS to make.  Every render is
+    appended to FASTCACHE_RENDER_LOG (one line: the pid), so that pageload.py
+    counts renders across all the workers of the host."""
+    _ran("hot_page")
+    log = os.environ.get("FASTCACHE_RENDER_LOG")
+    if log:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{os.getpid()} {time.time():.3f}\n".encode())
+        finally:
+            os.close(fd)
+    time.sleep(HOT_RENDER_SECONDS)
+    rows = "".join(
+        f"<tr><td>{p.pk}</td><td>{p.name}</td><td>{p.price}</td></tr>"
+        for p in catalog.products(None)
+    )
+    body = f"<html><body><h1>Today's offers</h1><table>{rows}</table>"
+    body += "<p>" + "A line of the page that every visitor sees. " * 200 + "</p>"
+    return HttpResponse(body + "</body></html>")
 
 
 def _cache_stats() -> dict[str, int] | None:

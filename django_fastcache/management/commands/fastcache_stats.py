@@ -24,6 +24,12 @@ from django_fastcache.checks import (
     is_process_local,
 )
 
+
+def is_tiered(cls: type) -> bool:
+    from django_fastcache.tiered import TieredCache
+
+    return issubclass(cls, TieredCache)
+
 # Printed first, in this order; keys a backend adds are printed after them.
 STAT_ORDER = (
     "hits",
@@ -103,7 +109,9 @@ class Command(BaseCommand):
             report[alias] = {
                 "backend": params["BACKEND"],
                 "location": params.get("LOCATION", ""),
-                "per_process": is_process_local(cls),
+                # A TieredCache's counters (l1_hits, l2_hits, invalidations,
+                # resyncs...) are this process's, whatever its L1.
+                "per_process": is_process_local(cls) or is_tiered(cls),
                 "stats": stats,
                 "hit_rate": hit_rate(stats),
             }
