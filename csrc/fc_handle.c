@@ -357,7 +357,7 @@ static PyObject *handle_get_stale(HandleObject *self, PyObject *const *args, Py_
 release:
     made_key_release(&mk);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -387,8 +387,9 @@ static PyObject *handle_add_stale(HandleObject *self, PyObject *const *args, Py_
         goto done;
     }
     fc_key k = fkey(&pr.mk);
-    int rc = fc_add_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
-                              pr.ex.expires, self->max_entries, self->cull_frequency, pr.now);
+    int rc =
+        fc_add_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never, pr.ex.expires,
+                         FC_LOAD(&self->max_entries), FC_LOAD(&self->cull_frequency), pr.now);
     if (rc == 1)
         fc_mark_stale_lock_held(&s->table, &k, grace);
     store_unlock(s);
@@ -398,7 +399,7 @@ static PyObject *handle_add_stale(HandleObject *self, PyObject *const *args, Py_
         result = PyBool_FromLong(rc);
     prepared_release(&pr);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
