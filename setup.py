@@ -5,6 +5,9 @@ Environment switches:
   FASTCACHE_SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer build
                         (run with LD_PRELOAD=$(gcc -print-file-name=libasan.so)
                         and PYTHONMALLOC=malloc).
+  FASTCACHE_SANITIZE=thread
+                        ThreadSanitizer build, for a free-threaded CPython (run with
+                        LD_PRELOAD=$(gcc -print-file-name=libtsan.so); scripts/tsan.sh).
 """
 
 import os
@@ -13,6 +16,7 @@ from setuptools import Extension, setup
 
 debug = os.environ.get("FASTCACHE_DEBUG") == "1"
 sanitize = os.environ.get("FASTCACHE_SANITIZE") == "1"
+tsan = os.environ.get("FASTCACHE_SANITIZE") == "thread"
 
 # The C files share functions with each other (fc_binding.h); only PyInit
 # (PyMODINIT_FUNC) is exported from the shared object.
@@ -23,6 +27,16 @@ macros = [("_GNU_SOURCE", "1")]
 if debug or sanitize:
     cflags += ["-O0", "-g3", "-UNDEBUG"]
     macros.append(("FC_DEBUG", "1"))
+elif tsan:
+    # FC_TSAN: tell ThreadSanitizer which reads race by design (a shared
+    # table's seqlock reads, validated afterwards: csrc/fc_table.c).
+    # -Wno-tsan: TSan does not model the two standalone fences of the lock-free
+    # reads (fc_table.c); what they order is validated by seq, whose reads and
+    # writes TSan does see.
+    cflags += ["-O1", "-g", "-UNDEBUG", "-fsanitize=thread", "-fno-omit-frame-pointer",
+               "-Wno-tsan"]
+    ldflags += ["-fsanitize=thread"]
+    macros.append(("FC_TSAN", "1"))
 else:
     cflags += ["-O2"]
 if sanitize:

@@ -20,6 +20,18 @@
  * Step 2 always runs with the GIL held (the GIL is released only to wait
  * for the lock), which is what lets fork work without taking any lock
  * (store_after_fork in fc_store.c).
+ *
+ * Free-threaded CPython (Py_GIL_DISABLED; the module declares
+ * Py_MOD_GIL_NOT_USED there): what the GIL used to serialise is guarded
+ * explicitly.  A handle's settings, which Python code may reassign at any
+ * time (KEY_PREFIX, VERSION, TIMEOUT, the options, the fast-path decision,
+ * cache._cache), are read and written under the handle's spinlock
+ * (handle_lock), or as single atomic words; a store's cache._lock bookkeeping is atomic;
+ * a shared store's lock-free gets log their uses through one lane per
+ * thread (fc_store.c); the codec walks snapshots of lists and dicts that
+ * another thread may change (fc_codec.c).  "With the GIL held" above reads
+ * "attached to the interpreter" there: os.fork() stops every attached
+ * thread first (PyOS_BeforeFork), so fork still needs no lock.
  */
 #ifndef FC_BINDING_H
 #define FC_BINDING_H
@@ -62,6 +74,21 @@ static inline void fc_set_raised(PyObject *exc)
 #define fc_get_raised PyErr_GetRaisedException
 #define fc_set_raised PyErr_SetRaisedException
 #endif
+
+/* PyDict_GetItemRef (3.13+). */
+#if PY_VERSION_HEX < 0x030D0000
+static inline int PyDict_GetItemRef(PyObject *p, PyObject *key, PyObject **result)
+{
+    PyObject *v = PyDict_GetItemWithError(p, key);
+    *result = v == NULL ? NULL : Py_NewRef(v);
+    return v != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+}
+#endif
+
+/* Words another thread may write meanwhile (free-threaded builds): loads
+ * and stores that cannot tear and that ThreadSanitizer understands. */
+#define FC_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define FC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 
 /* New reference to the referent of a weakref, or NULL (no error) if dead. */
 static inline PyObject *fc_weakref_get(PyObject *ref)
@@ -115,6 +142,13 @@ static inline int require_configured(fc_state *st)
     return 0;
 }
 
+/* Lanes of lock-free gets per store: one where the GIL serialises them. */
+#ifdef Py_GIL_DISABLED
+#define FC_LANES 8
+#else
+#define FC_LANES 1
+#endif
+
 typedef struct {
     PyObject_HEAD
     fc_mem mem;
@@ -135,13 +169,19 @@ typedef struct {
     long py_inherited;
     unsigned long py_heir;
     unsigned long forks;
-    /* A shared store's ring for gets without the lock (fc_table.h): its
+    /* A shared store's rings for gets without the lock (fc_table.h), one
+     * per lane: a ring has one writer, so threads that read at once each
+     * use a lane of their own (busy while in use; fc_store.c).  ring is its
      * index, RING_NONE before it is claimed, RING_BUSY while every ring is
      * taken (retried every RING_RETRY gets).  Claimed in this process:
      * ring_forks is the fork count then, so a forked child claims its own. */
-    int ring;
-    unsigned ring_retry;
-    unsigned long ring_forks;
+    struct fc_lane {
+        int busy;
+        int ring;
+        unsigned ring_retry;
+        unsigned long ring_forks;
+        char pad_[48]; /* one cache line each */
+    } lanes[FC_LANES];
 } StoreObject;
 
 typedef struct {
@@ -189,6 +229,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     StoreObject *store;
+    PyObject *retired;                /* free-threaded builds: stores replaced (handle_store) */
     PyObject *owner;                  /* weakref to the backend */
     PyObject *key_prefix;             /* as assigned */
     PyObject *version;                /* as assigned */
@@ -206,7 +247,41 @@ typedef struct {
      * version tag then (0: decide again at the next call). */
     PyTypeObject *owner_type;
     unsigned int seen_tag;
+    /* Guards the fields Python code may reassign while another thread reads
+     * them (free-threaded builds; handle_lock). */
+    int spin;
 } HandleObject;
+
+/* handle_lock/handle_unlock: the handle's fields that Python code may
+ * reassign at any time (the objects, and the parts read together such as a
+ * prefix and its length) are read and swapped under a spinlock of the
+ * handle's own where no GIL serialises them.  Not a critical section
+ * (Py_BEGIN_CRITICAL_SECTION): a PyMutex can be handed to a waiter that is
+ * parked, detached, when os.fork() stops the world, and would then be
+ * copied held into the child, whose first call would wait forever.  The
+ * spinlock is held only across a few loads, stores and increfs, which
+ * never detach the thread nor reach a point where fork can stop it, so it
+ * is never held at a fork; a waiter spins attached for those few
+ * nanoseconds.  ThreadSanitizer sees its atomics. */
+static inline void handle_lock(HandleObject *h)
+{
+#ifdef Py_GIL_DISABLED
+    while (__atomic_exchange_n(&h->spin, 1, __ATOMIC_ACQUIRE) != 0)
+        while (__atomic_load_n(&h->spin, __ATOMIC_RELAXED) != 0)
+            fc_cpu_relax();
+#else
+    (void)h;
+#endif
+}
+
+static inline void handle_unlock(HandleObject *h)
+{
+#ifdef Py_GIL_DISABLED
+    __atomic_store_n(&h->spin, 0, __ATOMIC_RELEASE);
+#else
+    (void)h;
+#endif
+}
 
 #define RING_NONE (-1)
 #define RING_BUSY (-2)

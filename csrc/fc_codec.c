@@ -268,6 +268,14 @@ static int enc_items(enc *e, PyObject *const *items, Py_ssize_t n, int depth)
 
 static int enc_dict(enc *e, PyObject *v, int depth)
 {
+#ifdef Py_GIL_DISABLED
+    /* Another thread may change the dict under the walk (nothing stops it
+     * without the GIL): walk a copy, made atomically, that holds its items. */
+    PyObject *copy = PyDict_Copy(v);
+    if (copy == NULL)
+        return -1;
+    v = copy;
+#endif
     int rc = enc_count(e, T_DICT, PyDict_GET_SIZE(v));
     Py_ssize_t pos = 0;
     PyObject *k, *val;
@@ -276,6 +284,9 @@ static int enc_dict(enc *e, PyObject *v, int depth)
         if (rc > 0)
             rc = enc_value(e, val, depth);
     }
+#ifdef Py_GIL_DISABLED
+    Py_DECREF(copy);
+#endif
     return rc;
 }
 
@@ -822,10 +833,22 @@ static int enc_value(enc *e, PyObject *v, int depth)
     if (seen != 0)
         return seen > 0 ? 0 : -1; /* met before: not mine */
     if (tp == &PyList_Type) {
+#ifdef Py_GIL_DISABLED
+        /* As enc_dict: a tuple of the items, taken atomically. */
+        PyObject *items = PyList_AsTuple(v);
+        if (items == NULL)
+            return -1;
+        int rc = enc_count(e, T_LIST, PyTuple_GET_SIZE(items));
+        if (rc > 0)
+            rc = enc_items(e, ((PyTupleObject *)items)->ob_item, PyTuple_GET_SIZE(items), depth);
+        Py_DECREF(items);
+        return rc;
+#else
         int rc = enc_count(e, T_LIST, PyList_GET_SIZE(v));
         if (rc <= 0)
             return rc;
         return enc_items(e, ((PyListObject *)v)->ob_item, PyList_GET_SIZE(v), depth);
+#endif
     }
     if (tp == &PyDict_Type)
         return enc_dict(e, v, depth);
@@ -1035,6 +1058,26 @@ static int resolve_uuid(fc_codec_state *st)
     return check_uuid(st);
 }
 
+/* Free-threaded builds: every lookup done and every lazily filled slot
+ * filled at once, before any thread can encode or decode, so that the state
+ * is only read afterwards (filling it during a call would write it while
+ * other threads read it).  0, or -1 with an error set. */
+int fc_codec_prepare(fc_codec_state *st)
+{
+#ifdef Py_GIL_DISABLED
+    if (resolve_zoneinfo(st) < 0 || resolve_decimal(st) < 0 || resolve_uuid(st) < 0)
+        return -1;
+    /* small_int's table too, which it otherwise fills on first use. */
+    for (size_t i = 0; i < sizeof st->small_int / sizeof *st->small_int; i++)
+        if (st->small_int[i] == NULL &&
+            (st->small_int[i] = PyLong_FromLong((long)i + SMALL_INT_MIN)) == NULL)
+            return -1;
+#else
+    (void)st;
+#endif
+    return 0;
+}
+
 int fc_codec_encode(fc_codec_state *st, PyObject *v, int protocol, PyObject **out)
 {
     enc e;
@@ -1239,6 +1282,30 @@ static PyObject *dec_key(dec *d, int depth)
     }
     /* The top bits: every input bit reaches them through the multiplies. */
     PyObject **slot = &d->st->slot[h >> (64 - FC_CODEC_KEY_BITS)];
+#ifdef Py_GIL_DISABLED
+    /* Other threads use the same slots at once: a thread takes the slot's
+     * reference while it compares (another finding the slot empty builds
+     * the string anew), and puts one back after, unless another thread
+     * filled the slot meanwhile.  Never a borrowed reference that another
+     * thread's replacement could free. */
+    PyObject *s = __atomic_exchange_n(slot, NULL, __ATOMIC_ACQUIRE), *r;
+    if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
+        same_bytes(PyUnicode_1BYTE_DATA(s), d->p, (size_t)n)) {
+        d->p += n;
+        r = Py_NewRef(s);
+    }
+    else {
+        Py_XDECREF(s);
+        s = r = new_ascii(d, (size_t)n);
+        if (r == NULL)
+            return NULL;
+        Py_INCREF(s);
+    }
+    PyObject *empty = NULL;
+    if (!__atomic_compare_exchange_n(slot, &empty, s, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        Py_DECREF(s);
+    return r;
+#else
     PyObject *s = *slot;
     if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
         same_bytes(PyUnicode_1BYTE_DATA(s), d->p, (size_t)n)) {
@@ -1249,6 +1316,7 @@ static PyObject *dec_key(dec *d, int depth)
     if (s != NULL)
         Py_XSETREF(*slot, Py_NewRef(s));
     return s;
+#endif
 }
 
 static PyObject *dec_seq(dec *d, int tag, int depth)

@@ -133,6 +133,9 @@ typedef struct {
 /* At module exec: fetches the datetime C API.  0, or -1 with an error set
  * (only MemoryError-like failures; a missing _datetime is not an error). */
 int fc_codec_init(fc_codec_state *st);
+/* Free-threaded builds: resolves the lazily looked-up types (zoneinfo,
+ * decimal, uuid) at once; a no-op elsewhere.  0, or -1 with an error. */
+int fc_codec_prepare(fc_codec_state *st);
 
 /* 1 and *out = new bytes: encoded.  0: not the codec's (no error set; the
  * caller pickles).  -1: an error is set (MemoryError).  protocol is the

@@ -32,28 +32,28 @@ static inline int is_real_time(fc_state *st, PyObject *f)
     if (!PyCFunction_CheckExact(f) || PyCFunction_GET_SELF(f) != st->time_module)
         return 0;
     const PyMethodDef *ml = ((PyCFunctionObject *)f)->m_ml;
-    if (ml == st->time_ml)
+    if (ml == FC_LOAD(&st->time_ml))
         return 1;
     if (ml->ml_name == NULL || strcmp(ml->ml_name, "time") != 0)
         return 0;
-    st->time_ml = ml;
+    FC_STORE(&st->time_ml, ml); /* threads that race here store the same */
     return 1;
 }
 
 int get_now(fc_state *st, double *now)
 {
-    PyObject *f = PyDict_GetItemWithError(st->time_dict, st->str_time); /* borrowed */
-    if (f == NULL && !PyErr_Occurred()) {
+    /* A strong reference: another thread may reassign time.time meanwhile. */
+    PyObject *f;
+    int found = PyDict_GetItemRef(st->time_dict, st->str_time, &f);
+    if (found == 0)
         PyErr_SetString(PyExc_AttributeError, "module 'time' has no attribute 'time'");
-        return -1;
-    }
-    if (f == NULL)
+    if (found <= 0)
         return -1;
     if (is_real_time(st, f)) {
+        Py_DECREF(f);
         *now = c_time();
         return 0;
     }
-    Py_INCREF(f);
     PyObject *r = PyObject_CallNoArgs(f);
     Py_DECREF(f);
     if (r == NULL)
@@ -96,7 +96,7 @@ static int number_expiry(PyObject *timeout, double now, expiry *out)
 
 int compute_expiry(fc_state *st, HandleObject *h, PyObject *timeout, double now, expiry *out)
 {
-    if (!h->fast_timeout) {
+    if (!FC_LOAD(&h->fast_timeout)) {
         PyObject *owner = fc_weakref_get(h->owner);
         if (owner == NULL) {
             if (!PyErr_Occurred())
@@ -121,7 +121,10 @@ int compute_expiry(fc_state *st, HandleObject *h, PyObject *timeout, double now,
     }
     if (timeout == st->default_timeout) {
         /* held: adding an odd timeout object runs its __radd__ */
-        PyObject *dt = Py_NewRef(h->default_timeout);
+        PyObject *dt;
+        handle_lock(h);
+        dt = Py_NewRef(h->default_timeout);
+        handle_unlock(h);
         int rc = number_expiry(dt, now, out);
         Py_DECREF(dt);
         return rc;

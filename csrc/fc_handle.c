@@ -45,14 +45,50 @@ static int handle_recheck(HandleObject *h)
     if (r == NULL)
         PyErr_Clear();
     Py_XDECREF(r);
-    PyTypeObject *tp = Py_TYPE(owner);
+    PyTypeObject *tp = Py_TYPE(owner), *old;
 #if PY_VERSION_HEX >= 0x030C0000
     (void)PyUnstable_Type_AssignVersionTag(tp);
 #endif
-    Py_XSETREF(h->owner_type, (PyTypeObject *)Py_NewRef(tp));
-    h->seen_tag = tp->tp_version_tag;
+    handle_lock(h);
+    old = h->owner_type;
+    h->owner_type = (PyTypeObject *)Py_NewRef(tp);
+    FC_STORE(&h->seen_tag, FC_LOAD(&tp->tp_version_tag));
+    handle_unlock(h);
+    Py_XDECREF(old);
     Py_DECREF(owner);
     return 0;
+}
+
+/* The store an operation uses from start to end (handle_store; op_end
+ * when done).  cache._cache may be reassigned meanwhile, by a value's
+ * __reduce__ or by another thread, so the call must keep its store alive.
+ * Where the GIL is on it takes a reference of its own.  Without it, every
+ * thread's handle using one store would increment the store's reference
+ * count (shared, atomic) twice a call, and the threads would contend on
+ * that one cache line: so a free-threaded build takes none, and a handle
+ * keeps every store it was ever given alive instead (set_store retires the
+ * old one to h->retired, released with the handle).  Reassigning _cache is
+ * rare (tests, LocMemCache compatibility), so the list stays short. */
+static StoreObject *handle_store(HandleObject *h)
+{
+    StoreObject *s;
+    handle_lock(h);
+#ifdef Py_GIL_DISABLED
+    s = h->store;
+#else
+    s = (StoreObject *)Py_NewRef(h->store);
+#endif
+    handle_unlock(h);
+    return s;
+}
+
+static inline void op_end(StoreObject *s)
+{
+#ifdef Py_GIL_DISABLED
+    (void)s;
+#else
+    Py_DECREF(s);
+#endif
 }
 
 /* Starts an operation: checks the fast paths, then returns the handle's
@@ -62,9 +98,24 @@ static int handle_recheck(HandleObject *h)
  * neither free it nor make the call unlock a table it did not lock. */
 static StoreObject *op_begin(HandleObject *h)
 {
-    if ((h->seen_tag == 0 || h->owner_type->tp_version_tag != h->seen_tag) && handle_recheck(h) < 0)
+    int stale;
+    StoreObject *s = NULL;
+    handle_lock(h);
+    unsigned int seen = FC_LOAD(&h->seen_tag);
+    stale = seen == 0 || h->owner_type == NULL || FC_LOAD(&h->owner_type->tp_version_tag) != seen;
+#ifdef Py_GIL_DISABLED
+    if (!stale)
+        s = h->store;
+#else
+    if (!stale)
+        s = (StoreObject *)Py_NewRef(h->store);
+#endif
+    handle_unlock(h);
+    if (!stale)
+        return s;
+    if (handle_recheck(h) < 0)
         return NULL;
-    return (StoreObject *)Py_NewRef(h->store);
+    return handle_store(h);
 }
 
 /* The locked part of a get: the value of k copied into c (1), missing or
@@ -121,12 +172,12 @@ static int get_one(HandleObject *self, fc_state *st, PyObject *key, PyObject *ve
 decode:
     made_key_release(&mk);
     *out = decode_copied(st, &c);
-    Py_DECREF(s);
+    op_end(s);
     return *out == NULL ? -1 : 1;
 release:
     made_key_release(&mk);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return res;
 }
 
@@ -206,17 +257,18 @@ static int set_one(HandleObject *self, PyObject *key, PyObject *value, PyObject 
     prepared pr;
     int rc = FC_ELOCK;
     if (prepare_store(self, s, key, value, timeout, version, &pr) < 0) {
-        Py_DECREF(s);
+        op_end(s);
         return -1;
     }
     if (raise_deferred(&pr) == 0 && store_lock(s) == 0) {
         fc_key k = fkey(&pr.mk);
         rc = fc_set_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
-                              pr.ex.expires, self->max_entries, self->cull_frequency);
+                              pr.ex.expires, FC_LOAD(&self->max_entries),
+                              FC_LOAD(&self->cull_frequency));
         store_unlock(s);
     }
     prepared_release(&pr);
-    Py_DECREF(s);
+    op_end(s);
     if (rc == FC_OK)
         return 0;
     if (rc != FC_ELOCK)
@@ -258,7 +310,8 @@ static PyObject *handle_add(HandleObject *self, PyObject *const *args, Py_ssize_
     }
     else
         rc = fc_add_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
-                              pr.ex.expires, self->max_entries, self->cull_frequency, pr.now);
+                              pr.ex.expires, FC_LOAD(&self->max_entries),
+                              FC_LOAD(&self->cull_frequency), pr.now);
     store_unlock(s);
     if (rc == 2)
         raise_deferred(&pr);
@@ -268,7 +321,7 @@ static PyObject *handle_add(HandleObject *self, PyObject *const *args, Py_ssize_
         result = PyBool_FromLong(rc);
     prepared_release(&pr);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -304,7 +357,7 @@ static PyObject *handle_get_stale(HandleObject *self, PyObject *const *args, Py_
 release:
     made_key_release(&mk);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -334,8 +387,9 @@ static PyObject *handle_add_stale(HandleObject *self, PyObject *const *args, Py_
         goto done;
     }
     fc_key k = fkey(&pr.mk);
-    int rc = fc_add_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never,
-                              pr.ex.expires, self->max_entries, self->cull_frequency, pr.now);
+    int rc =
+        fc_add_lock_held(&s->table, &k, pr.ev.vtype, pr.ev.p, pr.ev.n, pr.ex.never, pr.ex.expires,
+                         FC_LOAD(&self->max_entries), FC_LOAD(&self->cull_frequency), pr.now);
     if (rc == 1)
         fc_mark_stale_lock_held(&s->table, &k, grace);
     store_unlock(s);
@@ -345,7 +399,7 @@ static PyObject *handle_add_stale(HandleObject *self, PyObject *const *args, Py_
         result = PyBool_FromLong(rc);
     prepared_release(&pr);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -380,7 +434,7 @@ static PyObject *handle_touch(HandleObject *self, PyObject *const *args, Py_ssiz
         result = PyBool_FromLong(rc);
     prepared_release(&pr);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -416,7 +470,7 @@ static PyObject *handle_has_key(HandleObject *self, PyObject *const *args, Py_ss
 release:
     made_key_release(&mk);
 done:
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -436,7 +490,7 @@ static int delete_one(HandleObject *self, PyObject *key, PyObject *version)
         }
         made_key_release(&mk);
     }
-    Py_DECREF(s);
+    op_end(s);
     return rc;
 }
 
@@ -475,7 +529,7 @@ static PyObject *handle_incr(HandleObject *self, PyObject *const *args, Py_ssize
     made_key mk;
     double now;
     if (make_key(self, s, args[0], args[2], &mk) < 0) {
-        Py_DECREF(s);
+        op_end(s);
         return NULL;
     }
     PyObject *result = NULL;
@@ -554,7 +608,7 @@ static PyObject *handle_incr(HandleObject *self, PyObject *const *args, Py_ssize
     }
 done:
     made_key_release(&mk);
-    Py_DECREF(s);
+    op_end(s);
     return result;
 }
 
@@ -602,6 +656,12 @@ static int unpack_pair(PyObject *item, PyObject **a, PyObject **b)
         return -1;
     if (n < 2)
         PyErr_Format(PyExc_ValueError, "not enough values to unpack (expected 2, got %d)", n);
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14 tells the size of the builtin containers whose size it knows. */
+    else if (PyList_CheckExact(item) || PyTuple_CheckExact(item) || PyDict_CheckExact(item))
+        PyErr_Format(PyExc_ValueError, "too many values to unpack (expected 2, got %zd)",
+                     PyObject_Length(item));
+#endif
     else
         PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
     return -1;
@@ -693,13 +753,13 @@ static PyObject *handle_delete_many(HandleObject *self, PyObject *const *args, P
 
 static PyObject *handle_clear(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    StoreObject *s = (StoreObject *)Py_NewRef(self->store);
+    StoreObject *s = handle_store(self);
     int rc = store_lock(s);
     if (rc == 0) {
         fc_clear_lock_held(&s->table);
         store_unlock(s);
     }
-    Py_DECREF(s);
+    op_end(s);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -719,7 +779,7 @@ static PyObject *handle_make_key(HandleObject *self, PyObject *const *args, Py_s
         r = PyUnicode_DecodeUTF8(mk.p, (Py_ssize_t)mk.n, "surrogatepass");
         made_key_release(&mk);
     }
-    Py_DECREF(s);
+    op_end(s);
     return r;
 }
 
@@ -727,7 +787,7 @@ static PyObject *handle_make_key(HandleObject *self, PyObject *const *args, Py_s
  * calls it when an instance attribute they depend on is assigned). */
 static PyObject *handle_recheck_later(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    self->seen_tag = 0;
+    FC_STORE(&self->seen_tag, 0);
     Py_RETURN_NONE;
 }
 
@@ -735,35 +795,56 @@ static PyObject *handle_recheck_later(HandleObject *self, PyObject *Py_UNUSED(ig
 
 /* A "%s" part fixed at assignment (KEY_PREFIX, VERSION): keeps the object,
  * str(object) in UTF-8, its length in code points, and whether it holds a
- * character memcached rejects. */
-static int set_text_part(PyObject *value, const char *name, PyObject **obj, PyObject **bytes,
-                         Py_ssize_t *cp, int *ctl)
+ * character memcached rejects.  str() runs first, outside the handle's
+ * lock; the four fields change together under it (make_key reads them
+ * together), and what they held is released after it. */
+static int set_text_part(HandleObject *self, PyObject *value, const char *name, PyObject **obj,
+                         PyObject **bytes, Py_ssize_t *cp, int *ctl)
 {
     if (value == NULL) {
         PyErr_Format(PyExc_AttributeError, "cannot delete %s", name);
         return -1;
     }
     Py_ssize_t n;
-    PyObject *b = str_bytes(value, &n);
+    PyObject *b = str_bytes(value, &n), *old_b, *old_obj;
     if (b == NULL)
         return -1;
-    Py_XSETREF(*bytes, b);
+    int c = has_ctl(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    handle_lock(self);
+    old_b = *bytes;
+    old_obj = *obj;
+    *bytes = b;
     *cp = n;
-    *ctl = has_ctl(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
-    Py_XSETREF(*obj, Py_NewRef(value));
+    *ctl = c;
+    *obj = Py_NewRef(value);
+    handle_unlock(self);
+    Py_XDECREF(old_b);
+    Py_XDECREF(old_obj);
     return 0;
 }
 
 static int set_prefix(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
 {
-    return set_text_part(value, "key_prefix", &self->key_prefix, &self->prefix_bytes,
+    return set_text_part(self, value, "key_prefix", &self->key_prefix, &self->prefix_bytes,
                          &self->prefix_cp, &self->prefix_ctl);
 }
 
 static int set_version(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
 {
-    return set_text_part(value, "version", &self->version, &self->version_bytes, &self->version_cp,
-                         &self->version_ctl);
+    return set_text_part(self, value, "version", &self->version, &self->version_bytes,
+                         &self->version_cp, &self->version_ctl);
+}
+
+/* Replaces an object field under the handle's lock, releasing the old
+ * object after it. */
+static void swap_field(HandleObject *self, PyObject **field, PyObject *value)
+{
+    PyObject *old;
+    handle_lock(self);
+    old = *field;
+    *field = Py_NewRef(value);
+    handle_unlock(self);
+    Py_XDECREF(old);
 }
 
 static int set_default_timeout(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
@@ -772,14 +853,18 @@ static int set_default_timeout(HandleObject *self, PyObject *value, void *Py_UNU
         PyErr_SetString(PyExc_AttributeError, "cannot delete default_timeout");
         return -1;
     }
-    Py_XSETREF(self->default_timeout, Py_NewRef(value));
+    swap_field(self, &self->default_timeout, value);
     return 0;
 }
 
 static PyObject *get_obj(HandleObject *self, void *closure)
 {
-    PyObject *v = *(PyObject **)((char *)self + (size_t)closure);
-    return Py_NewRef(v ? v : Py_None);
+    PyObject *v;
+    handle_lock(self);
+    v = *(PyObject **)((char *)self + (size_t)closure);
+    v = Py_NewRef(v ? v : Py_None);
+    handle_unlock(self);
+    return v;
 }
 
 /* An int attribute (MAX_ENTRIES, CULL_FREQUENCY): Python ints beyond 64
@@ -796,13 +881,13 @@ static int set_int64(HandleObject *self, PyObject *value, void *closure)
         return -1;
     if (overflow)
         v = overflow > 0 ? INT64_MAX : INT64_MIN;
-    *(int64_t *)((char *)self + (size_t)closure) = v;
+    FC_STORE((int64_t *)((char *)self + (size_t)closure), (int64_t)v);
     return 0;
 }
 
 static PyObject *get_int64(HandleObject *self, void *closure)
 {
-    return PyLong_FromLongLong(*(int64_t *)((char *)self + (size_t)closure));
+    return PyLong_FromLongLong(FC_LOAD((int64_t *)((char *)self + (size_t)closure)));
 }
 
 static int set_flag(HandleObject *self, PyObject *value, void *closure)
@@ -813,13 +898,13 @@ static int set_flag(HandleObject *self, PyObject *value, void *closure)
             PyErr_SetString(PyExc_AttributeError, "cannot delete this attribute");
         return -1;
     }
-    *(int *)((char *)self + (size_t)closure) = v;
+    FC_STORE((int *)((char *)self + (size_t)closure), v);
     return 0;
 }
 
 static PyObject *get_flag(HandleObject *self, void *closure)
 {
-    return PyBool_FromLong(*(int *)((char *)self + (size_t)closure));
+    return PyBool_FromLong(FC_LOAD((int *)((char *)self + (size_t)closure)));
 }
 
 static int set_protocol(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
@@ -830,18 +915,22 @@ static int set_protocol(HandleObject *self, PyObject *value, void *Py_UNUSED(clo
             PyErr_SetString(PyExc_AttributeError, "cannot delete pickle_protocol");
         return -1;
     }
-    self->pickle_protocol = (int)v;
+    FC_STORE(&self->pickle_protocol, (int)v);
     return 0;
 }
 
 static PyObject *get_protocol(HandleObject *self, void *Py_UNUSED(closure))
 {
-    return PyLong_FromLong(self->pickle_protocol);
+    return PyLong_FromLong(FC_LOAD(&self->pickle_protocol));
 }
 
 static PyObject *get_store(HandleObject *self, void *Py_UNUSED(closure))
 {
-    return Py_NewRef((PyObject *)self->store);
+    PyObject *s;
+    handle_lock(self);
+    s = Py_NewRef((PyObject *)self->store);
+    handle_unlock(self);
+    return s;
 }
 
 static int set_store(HandleObject *self, PyObject *value, void *Py_UNUSED(closure))
@@ -851,8 +940,26 @@ static int set_store(HandleObject *self, PyObject *value, void *Py_UNUSED(closur
         PyErr_SetString(PyExc_TypeError, "store must be a fastcache Store");
         return -1;
     }
-    Py_SETREF(self->store, (StoreObject *)Py_NewRef(value));
+#ifdef Py_GIL_DISABLED
+    /* The old store stays alive with the handle: calls in flight use it
+     * without a reference of their own (handle_store). */
+    PyObject *old;
+    handle_lock(self);
+    old = (PyObject *)self->store;
+    self->store = (StoreObject *)Py_NewRef(value);
+    handle_unlock(self);
+    /* The handle's reference to the old store moves to the list; out of
+     * memory, it is kept (leaked) rather than dropped under a call that may
+     * still be using the store. */
+    if (PyList_Append(self->retired, old) < 0)
+        PyErr_Clear();
+    else
+        Py_DECREF(old);
     return 0;
+#else
+    swap_field(self, (PyObject **)&self->store, value);
+    return 0;
+#endif
 }
 
 #define OFF(field) ((void *)offsetof(HandleObject, field))
@@ -918,6 +1025,13 @@ static PyObject *handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL)
         return NULL;
     self->store = (StoreObject *)Py_NewRef(store);
+#ifdef Py_GIL_DISABLED
+    self->retired = PyList_New(0);
+    if (self->retired == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+#endif
     self->owner = PyWeakref_NewRef(owner, NULL);
     self->max_entries = 300;
     self->cull_frequency = 3;
@@ -967,6 +1081,7 @@ static void handle_dealloc(HandleObject *self)
     Py_CLEAR(self->prefix_bytes);
     Py_CLEAR(self->version_bytes);
     Py_CLEAR(self->store);
+    Py_CLEAR(self->retired);
     tp->tp_free(self);
     Py_DECREF(tp);
 }

@@ -147,25 +147,35 @@ int make_key(HandleObject *h, StoreObject *s, PyObject *key, PyObject *version, 
 {
     mk->heap = NULL;
     mk->owned = NULL;
-    if (!h->fast_key) {
+    if (!FC_LOAD(&h->fast_key)) {
         if (make_key_python(h, key, version, mk) < 0)
             return -1;
         goto hash;
     }
-    PyObject *prefix = Py_NewRef(h->prefix_bytes);
-    Py_ssize_t prefix_cp = h->prefix_cp;
-    int prefix_ctl = h->prefix_ctl;
+    /* KEY_PREFIX and VERSION as one consistent snapshot (another thread
+     * may reassign them: see set_text_part in fc_handle.c). */
+    PyObject *prefix, *hversion;
+    Py_ssize_t prefix_cp, hversion_cp;
+    int prefix_ctl, hversion_ctl;
+    handle_lock(h);
+    prefix = Py_NewRef(h->prefix_bytes);
+    prefix_cp = h->prefix_cp;
+    prefix_ctl = h->prefix_ctl;
+    hversion = version == Py_None ? Py_NewRef(h->version_bytes) : NULL;
+    hversion_cp = h->version_cp;
+    hversion_ctl = h->version_ctl;
+    handle_unlock(h);
     char kint[24], vint[24];
     const char *kp, *vp;
     Py_ssize_t kn, vn, kcp, vcp;
     PyObject *khold = NULL, *vhold = NULL;
     int vctl, rc = -1;
     if (version == Py_None) {
-        vhold = Py_NewRef(h->version_bytes);
+        vhold = hversion;
         vp = PyBytes_AS_STRING(vhold);
         vn = PyBytes_GET_SIZE(vhold);
-        vcp = h->version_cp;
-        vctl = h->version_ctl;
+        vcp = hversion_cp;
+        vctl = hversion_ctl;
     }
     else {
         if (part_utf8(version, &vp, &vn, &vcp, &vhold, vint) < 0)

@@ -29,6 +29,9 @@ static unsigned long fc_forks;
 static unsigned long fc_fork_thread;
 static unsigned long fc_fork_run;
 pthread_once_t fc_setup_once = PTHREAD_ONCE_INIT;
+/* Serialises settling a store after a fork (store_mine) between threads the
+ * child starts; made anew in every child, where no thread holds it. */
+static pthread_mutex_t fc_settle_lock = PTHREAD_MUTEX_INITIALIZER;
 static void count_fork(void)
 {
     unsigned long me = PyThread_get_thread_ident();
@@ -36,6 +39,7 @@ static void count_fork(void)
         fc_fork_run = fc_forks;
     fc_forks++;
     fc_fork_thread = me;
+    pthread_mutex_init(&fc_settle_lock, NULL);
 }
 
 /* Gets without the lock order their uses by CLOCK_MONOTONIC stamps, which
@@ -50,10 +54,10 @@ void process_setup(void)
     (void)pthread_atfork(NULL, NULL, count_fork);
 }
 
-/* Whether s holds a ring claimed in this process (not in a parent). */
-static inline int store_owns_ring(const StoreObject *s)
+/* Whether lane l holds a ring claimed in this process (not in a parent). */
+static inline int lane_owns_ring(const struct fc_lane *l)
 {
-    return s->ring >= 0 && s->ring_forks == fc_forks;
+    return l->ring >= 0 && l->ring_forks == fc_forks;
 }
 
 static int pid_alive(uint64_t pid)
@@ -85,6 +89,8 @@ static int pid_alive(uint64_t pid)
  * Returns 0, or -1 with an exception if a new mutex cannot be made. */
 static int store_after_fork(StoreObject *s)
 {
+    if (FC_LOAD(&s->forks) == fc_forks) /* another thread settled it */
+        return 0;
     long holds = 0;
     int one_thread = s->forks >= fc_fork_run;
     if (one_thread && s->py_locks > 0 && s->py_holder == fc_fork_thread)
@@ -107,14 +113,29 @@ static int store_after_fork(StoreObject *s)
         if (holds > 0)
             s->py_holder = fc_fork_thread;
     }
-    s->forks = fc_forks;
+    FC_STORE(&s->forks, fc_forks);
     return 0;
 }
 
 /* Every use of a store's lock starts here. */
 static inline int store_mine(StoreObject *s)
 {
-    return s->forks == fc_forks ? 0 : store_after_fork(s);
+    if (FC_LOAD(&s->forks) == fc_forks)
+        return 0;
+    pthread_mutex_lock(&fc_settle_lock);
+    int rc = store_after_fork(s);
+    pthread_mutex_unlock(&fc_settle_lock);
+    return rc;
+}
+
+/* cache._lock's bookkeeping (py_locks, py_holder) is written by the thread
+ * holding the table lock, and read by threads that do not hold it, to learn
+ * whether they do: the holder is published before the count (release), so
+ * a reader that sees the count sees its holder. */
+static inline int held_by_me(StoreObject *s)
+{
+    return __atomic_load_n(&s->py_locks, __ATOMIC_ACQUIRE) > 0 &&
+           FC_LOAD(&s->py_holder) == PyThread_get_thread_ident();
 }
 
 /* Damage a shared table found in its segment and repaired (fc_table.h:
@@ -172,7 +193,7 @@ static int view_lock(StoreObject *s)
 {
     if (store_mine(s) < 0)
         return -1;
-    if (s->py_locks > 0 && s->py_holder == PyThread_get_thread_ident())
+    if (held_by_me(s))
         return 0;
     return store_lock(s) < 0 ? -1 : 1;
 }
@@ -236,7 +257,8 @@ static PyObject *store_shared(PyTypeObject *type, PyObject *const *args, Py_ssiz
     self->path = path;
     self->shm.base = NULL;
     self->shm.fd = -1;
-    self->ring = RING_NONE;
+    for (int i = 0; i < FC_LANES; i++)
+        self->lanes[i].ring = RING_NONE;
     char err[512];
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -259,8 +281,9 @@ static PyObject *store_shared(PyTypeObject *type, PyObject *const *args, Py_ssiz
 static void store_dealloc(StoreObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    if (self->shared && self->table.h != NULL && store_owns_ring(self))
-        fc_ring_release(&self->table, self->ring);
+    for (int i = 0; i < FC_LANES; i++)
+        if (self->shared && self->table.h != NULL && lane_owns_ring(&self->lanes[i]))
+            fc_ring_release(&self->table, self->lanes[i].ring);
     if (self->shared)
         fc_shm_close(&self->shm);
     else if (self->table.h != NULL)
@@ -415,7 +438,7 @@ static PyObject *store_locked(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (store_mine(self) < 0)
         return NULL;
-    if (self->py_inherited > 0 || fc_table_trylock(&self->table) != FC_OK)
+    if (FC_LOAD(&self->py_inherited) > 0 || fc_table_trylock(&self->table) != FC_OK)
         Py_RETURN_TRUE;
     fc_table_unlock(&self->table);
     Py_RETURN_FALSE;
@@ -473,8 +496,8 @@ static PyObject *store_acquire(StoreObject *self, PyObject *const *args, Py_ssiz
         Py_END_ALLOW_THREADS
     }
     if (rc == FC_OK) {
-        self->py_locks++;
-        self->py_holder = PyThread_get_thread_ident();
+        FC_STORE(&self->py_holder, PyThread_get_thread_ident());
+        __atomic_store_n(&self->py_locks, FC_LOAD(&self->py_locks) + 1, __ATOMIC_RELEASE);
     }
     return PyBool_FromLong(rc == FC_OK);
 }
@@ -488,17 +511,23 @@ static PyObject *store_release(StoreObject *self, PyObject *Py_UNUSED(ignored))
     if (store_mine(self) < 0)
         return NULL;
     unsigned long me = PyThread_get_thread_ident();
-    if (self->py_locks > 0 && (!self->shared || self->py_holder == me)) {
-        self->py_locks--;
+    /* Whoever holds the table lock owns the count; a release that would find
+     * no holds left takes the lock's word for it, not a stale count. */
+    long locks = __atomic_load_n(&self->py_locks, __ATOMIC_ACQUIRE);
+    if (locks > 0 && (!self->shared || FC_LOAD(&self->py_holder) == me) &&
+        __atomic_compare_exchange_n(&self->py_locks, &locks, locks - 1, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_RELAXED)) {
         fc_table_unlock(&self->table);
         Py_RETURN_NONE;
     }
-    if (self->py_inherited > 0 && self->py_heir == me) {
+    long inherited = FC_LOAD(&self->py_inherited);
+    if (inherited > 0 && self->py_heir == me &&
+        __atomic_compare_exchange_n(&self->py_inherited, &inherited, inherited - 1, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         /* Held by the parent's forking thread, which releases it there. */
-        self->py_inherited--;
         Py_RETURN_NONE;
     }
-    if (self->py_locks == 0 && self->py_inherited == 0)
+    if (FC_LOAD(&self->py_locks) == 0 && FC_LOAD(&self->py_inherited) == 0)
         PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
     else
         PyErr_SetString(PyExc_RuntimeError,
@@ -553,15 +582,18 @@ static PyObject *store_count(StoreObject *self, PyObject *flag)
     int on = PyObject_IsTrue(flag);
     if (on < 0)
         return NULL;
-    self->table.stats_off = !on;
+    FC_STORE(&self->table.stats_off, !on);
     Py_RETURN_NONE;
 }
 
-/* _ring(): the ring this process logs its gets without the lock to, or -1
+static inline struct fc_lane *my_lane(StoreObject *s, unsigned step);
+
+/* _ring(): the ring this thread logs its gets without the lock to, or -1
  * (a private store, none claimed yet, or all taken); for tests. */
 static PyObject *store_ring_index(StoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromLong(self->shared && store_owns_ring(self) ? self->ring : -1);
+    struct fc_lane *l = my_lane(self, 0);
+    return PyLong_FromLong(self->shared && lane_owns_ring(l) ? l->ring : -1);
 }
 
 static PyObject *store_check(StoreObject *self, PyObject *Py_UNUSED(ignored))
@@ -629,51 +661,86 @@ PyObject *table_error(int rc)
     return PyErr_Format(PyExc_RuntimeError, "fastcache: table error %d", rc);
 }
 
-/* This process's ring in a shared store, claimed on first use; -1 when it
- * has none.  When every ring is taken, the rings of processes that are
- * gone are reclaimed under the lock. */
-static int store_ring(StoreObject *s)
+/* The lane a thread starts from: threads spread over the lanes by their
+ * ident (one lane, always, where the GIL is on). */
+static inline struct fc_lane *my_lane(StoreObject *s, unsigned step)
 {
-    if (store_owns_ring(s))
-        return s->ring;
-    if (s->ring == RING_BUSY && s->ring_forks == fc_forks && ++s->ring_retry % RING_RETRY)
+#if FC_LANES > 1
+    uint64_t id = (uint64_t)PyThread_get_thread_ident() * 0x9e3779b97f4a7c15ULL;
+    return &s->lanes[((unsigned)(id >> 32) + step) % FC_LANES];
+#else
+    (void)step;
+    return &s->lanes[0];
+#endif
+}
+
+/* Takes a lane for this thread's get without the lock (its own, else the
+ * next free one), or NULL when every lane is in use: the get takes the lock
+ * then.  Where the GIL serialises gets, the lane is never contended. */
+static struct fc_lane *lane_take(StoreObject *s)
+{
+    for (unsigned i = 0; i < FC_LANES; i++) {
+        struct fc_lane *l = my_lane(s, i);
+        if (__atomic_load_n(&l->busy, __ATOMIC_RELAXED) == 0 &&
+            __atomic_exchange_n(&l->busy, 1, __ATOMIC_ACQUIRE) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+static inline void lane_give(struct fc_lane *l) { __atomic_store_n(&l->busy, 0, __ATOMIC_RELEASE); }
+
+/* The ring of lane l (taken) in a shared store, claimed on first use; -1
+ * when it has none.  When every ring is taken, the rings of processes that
+ * are gone are reclaimed under the lock. */
+static int lane_ring(StoreObject *s, struct fc_lane *l)
+{
+    if (lane_owns_ring(l))
+        return l->ring;
+    if (l->ring == RING_BUSY && l->ring_forks == fc_forks && ++l->ring_retry % RING_RETRY)
         return -1;
     uint64_t pid = (uint64_t)getpid();
-    s->ring_forks = fc_forks;
-    s->ring = fc_fine_clock ? fc_ring_claim(&s->table, pid) : -1;
-    if (s->ring < 0 && fc_fine_clock && fc_table_trylock(&s->table) == FC_OK) {
+    l->ring_forks = fc_forks;
+    l->ring = fc_fine_clock ? fc_ring_claim(&s->table, pid) : -1;
+    if (l->ring < 0 && fc_fine_clock && fc_table_trylock(&s->table) == FC_OK) {
         int freed = fc_rings_reclaim_lock_held(&s->table, pid_alive);
         fc_table_unlock(&s->table);
         if (freed)
-            s->ring = fc_ring_claim(&s->table, pid);
+            l->ring = fc_ring_claim(&s->table, pid);
     }
-    if (s->ring < 0) {
-        s->ring = RING_BUSY;
-        s->ring_retry = 0;
+    if (l->ring < 0) {
+        l->ring = RING_BUSY;
+        l->ring_retry = 0;
         return -1;
     }
-    return s->ring;
+    return l->ring;
 }
 
 /* A shared store's get without the lock (fc_get_optimistic) into c; with c
  * NULL, only whether a live entry exists (has_key). */
 int store_get_optimistic(StoreObject *s, const fc_key *k, double now, copied *c)
 {
-    if (s->table.unreported_repairs != 0)
+    if (FC_LOAD(&s->table.unreported_repairs) != 0)
         return FC_ELOCK; /* the locked path reports them (store_lock) */
-    int ring = store_ring(s);
-    if (ring < 0)
+    struct fc_lane *l = lane_take(s);
+    if (l == NULL)
         return FC_ELOCK;
-    if (c == NULL)
-        return fc_get_optimistic(&s->table, ring, k, now, NULL, 0, NULL, NULL, NULL);
-    int vtype;
-    size_t n;
-    int rc =
-        fc_get_optimistic(&s->table, ring, k, now, c->small, sizeof c->small, &vtype, &n, &c->gen);
-    if (rc == FC_OK) {
-        c->p = c->small;
-        c->vtype = vtype;
-        c->n = n;
+    int rc, ring = lane_ring(s, l);
+    if (ring < 0)
+        rc = FC_ELOCK;
+    else if (c == NULL)
+        rc = fc_get_optimistic(&s->table, ring, k, now, NULL, 0, NULL, NULL, NULL);
+    else {
+        int vtype;
+        size_t n;
+        rc = fc_get_optimistic(&s->table, ring, k, now, c->small, sizeof c->small, &vtype, &n,
+                               &c->gen);
+        if (rc == FC_OK) {
+            c->p = c->small;
+            c->vtype = vtype;
+            c->n = n;
+        }
     }
+    lane_give(l);
     return rc;
 }

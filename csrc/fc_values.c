@@ -123,7 +123,8 @@ int encode_value(fc_state *st, HandleObject *h, PyObject *v, enc_value *ev)
         return 0;
     }
     PyObject *b;
-    int rc = fc_codec_encode(&st->codec, v, h->pickle_protocol, &b);
+    int proto = FC_LOAD(&h->pickle_protocol);
+    int rc = fc_codec_encode(&st->codec, v, proto, &b);
     if (rc < 0)
         return -1;
     if (rc > 0) {
@@ -133,7 +134,7 @@ int encode_value(fc_state *st, HandleObject *h, PyObject *v, enc_value *ev)
         ev->vtype = FC_VT_CODEC;
         return 0;
     }
-    PyObject *protocol = PyLong_FromLong(h->pickle_protocol);
+    PyObject *protocol = PyLong_FromLong(proto);
     if (protocol == NULL)
         return -1;
     PyObject *args[2] = {v, protocol};

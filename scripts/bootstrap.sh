@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create a virtualenv with the test requirements and this checkout's extension built into it.
 #
-#   bash scripts/bootstrap.sh VENV_DIR [--sanitize | --debug]
+#   bash scripts/bootstrap.sh VENV_DIR [--sanitize | --tsan | --debug]
 #
 # The venv is recreated from scratch (--clear) so a run never depends on what an earlier one
 # left behind.  The extension is built out of tree, inside the venv, and linked in with a .pth
@@ -18,7 +18,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 if [ $# -lt 1 ]; then
-    echo "usage: bash scripts/bootstrap.sh VENV_DIR [--sanitize | --debug]" >&2
+    echo "usage: bash scripts/bootstrap.sh VENV_DIR [--sanitize | --tsan | --debug]" >&2
     exit 2
 fi
 venv="$1"

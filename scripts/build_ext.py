@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the _fastcache extension out of tree and link the build into this venv.
 
-    python scripts/build_ext.py [--sanitize | --debug] [--build-base DIR]
+    python scripts/build_ext.py [--sanitize | --tsan | --debug] [--build-base DIR]
 
 Run it with the Python of the virtualenv that should import the build (the
 test scripts and tox do).  It
@@ -67,11 +67,27 @@ def asan_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def tsan_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment a FASTCACHE_SANITIZE=thread build must be imported with:
+    the TSan runtime loaded before the interpreter (see scripts/tsan.sh)."""
+    libtsan = subprocess.run(
+        ["gcc", "-print-file-name=libtsan.so"], capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()
+    if not os.path.isabs(libtsan):
+        sys.exit("build_ext.py: gcc does not know libtsan.so (install libtsan2)")
+    env = dict(env)
+    env["LD_PRELOAD"] = libtsan
+    return env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     flavour = parser.add_mutually_exclusive_group()
     flavour.add_argument("--sanitize", action="store_true",
                          help="ASan+UBSan build (FASTCACHE_SANITIZE=1)")
+    flavour.add_argument("--tsan", action="store_true",
+                         help="ThreadSanitizer build (FASTCACHE_SANITIZE=thread)")
     flavour.add_argument("--debug", action="store_true",
                          help="-O0 -g3 with asserts (FASTCACHE_DEBUG=1)")
     parser.add_argument("--build-base", type=Path,
@@ -97,9 +113,12 @@ def main() -> int:
            if k not in ("FASTCACHE_SANITIZE", "FASTCACHE_DEBUG", "LD_PRELOAD")}
     if args.sanitize:
         env["FASTCACHE_SANITIZE"] = "1"
+    if args.tsan:
+        env["FASTCACHE_SANITIZE"] = "thread"
     if args.debug:
         env["FASTCACHE_DEBUG"] = "1"
-    flavour_name = "sanitize" if args.sanitize else "debug" if args.debug else "release"
+    flavour_name = ("sanitize" if args.sanitize else "tsan" if args.tsan
+                    else "debug" if args.debug else "release")
     print(f"build_ext.py: building {flavour_name} extension into {build_base}",
           flush=True)
     subprocess.run(
@@ -120,7 +139,7 @@ def main() -> int:
     # Check in a fresh interpreter, run from outside the checkout so its
     # django_fastcache/ cannot shadow the build, that the import resolves to
     # the fresh build and the module loads.
-    check_env = asan_env(env) if args.sanitize else env
+    check_env = asan_env(env) if args.sanitize else tsan_env(env) if args.tsan else env
     check_env.pop("PYTHONPATH", None)
     probe = ("import django_fastcache._fastcache as m, django_fastcache as p; "
              "print(m.__file__); print(p.__file__)")

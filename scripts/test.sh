@@ -13,12 +13,26 @@
 #              by SharedMemoryCache, and Django's cache middleware, cache_page and
 #              {% cache %} by django_fastcache's drop-ins; BaseCacheTests on
 #              TieredCache over RedisCache
-#   wheels     scripts/wheels.sh: sdist, a manylinux wheel per CPython found (3.11-3.13),
-#              each installed into a fresh venv and used
+#   interpreters
+#              scripts/interpreters.sh ensure: the Debian forky root with CPython 3.14 and
+#              a free-threaded CPython, made once and cached outside the checkout
+#   wheels     scripts/wheels.sh: sdist, a manylinux wheel per CPython found (3.11-3.13,
+#              and 3.14 + 3.13t from the root), each installed into a fresh venv and used
 #   sanitize   a second venv with an ASan+UBSan build, pytest and the Django suite again
+#   3.14, free-threaded
+#              scripts/interpreters.sh makes (once; cached outside the checkout) a Debian
+#              forky root with CPython 3.14 and a free-threaded CPython built in it; each
+#              gets a fresh venv, the extension built, pytest and the Django suite on both
+#              backends.  The free-threaded run keeps the GIL off by the module's own
+#              declaration (no PYTHON_GIL, no warning filtered: a test asserts it).
+#   TSan       scripts/tsan.sh: a ThreadSanitizer build on the free-threaded CPython,
+#              the concurrency tests and a storm of every operation; any report fails
 #
 # Environment:
 #   FASTCACHE_SKIP_SANITIZE=1  skip the sanitizer stage (quick local runs; CI keeps it on)
+#   FASTCACHE_SKIP_INTERPRETERS=1  skip the 3.14 and free-threaded stages (quick local runs)
+#   FASTCACHE_CACHE_DIR        where scripts/interpreters.sh keeps its root
+#                              (default ~/.cache/django-fastcache)
 #   PYTHON                     interpreter to build the venvs from (default python3, >= 3.11)
 set -euo pipefail
 
@@ -29,6 +43,7 @@ export PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv-test"
 SAN_VENV="$ROOT/.venv-test-sanitize"
 SKIP_SANITIZE="${FASTCACHE_SKIP_SANITIZE:-0}"
+SKIP_INTERPRETERS="${FASTCACHE_SKIP_INTERPRETERS:-0}"
 # A sanitizer build switch left in the shell must not leak into the plain stages; the
 # build helper sets it itself where wanted.
 unset FASTCACHE_SANITIZE FASTCACHE_DEBUG LD_PRELOAD PYTHONMALLOC
@@ -180,6 +195,29 @@ lint() {
     fi
 }
 
+# ---- Extra interpreters: CPython 3.14 and free-threaded CPython --------------------------
+# They live in a Debian forky root (scripts/interpreters.sh); commands run there in this
+# checkout, at the same path, with the same private segment directory.
+in_root() {
+    bash "$ROOT/scripts/interpreters.sh" run \
+        env DJANGO_FASTCACHE_SHM_DIR="$DJANGO_FASTCACHE_SHM_DIR" "$@"
+}
+
+# interpreter_suite NAME: fresh venv .venv-test-NAME from that interpreter, the extension
+# built into it, then pytest and Django's suite on both backends.
+interpreter_suite() {
+    local name="$1" py venv="$ROOT/.venv-test-$1" req="$ROOT/requirements/test.txt"
+    py="$(bash "$ROOT/scripts/interpreters.sh" python "$name")"
+    if [ "$name" = ft ]; then req="$ROOT/requirements/test-freethreaded.txt"; fi
+    in_root env PYTHON="$py" REQUIREMENTS="$req" bash scripts/bootstrap.sh "$venv"
+    in_root "$venv/bin/python" -P -c 'import sys, sysconfig, django_fastcache
+print("interpreter:", sys.version.replace(chr(10), " "),
+      "| free-threaded:", bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+      "| GIL enabled:", getattr(sys, "_is_gil_enabled", lambda: True)())'
+    run_pytest "$venv/bin/python" in_root
+    run_django_suite "$venv/bin/python" in_root
+}
+
 # redis-server and memcached: the TieredCache tests (pytest, Django suite --tiered)
 # start their own on free loopback ports.  Missing and not installable is a failure.
 servers() {
@@ -213,6 +251,11 @@ stage "lint: ruff + clang-format" lint
 stage "C table tests" c_tests
 stage "pytest" run_pytest "$VENV/bin/python"
 stage "Django cache suite" run_django_suite "$VENV/bin/python"
+# The interpreters root first: wheels.sh builds cp314 and cp313t wheels in it.
+if [ "$SKIP_INTERPRETERS" != "1" ]; then
+    stage "interpreters: Debian forky root, CPython 3.14, free-threaded CPython" \
+        bash scripts/interpreters.sh ensure
+fi
 stage "wheels: sdist, manylinux wheels, install check" bash scripts/wheels.sh
 if [ "$SKIP_SANITIZE" = "1" ]; then
     echo
@@ -220,4 +263,14 @@ if [ "$SKIP_SANITIZE" = "1" ]; then
     notes+=("sanitizer stage (FASTCACHE_SKIP_SANITIZE=1)")
 else
     stage "sanitize (ASan+UBSan): pytest + Django suite" sanitize
+fi
+if [ "$SKIP_INTERPRETERS" = "1" ]; then
+    echo
+    echo "WARNING: FASTCACHE_SKIP_INTERPRETERS=1: 3.14 and free-threaded stages skipped" >&2
+    notes+=("3.14 and free-threaded stages (FASTCACHE_SKIP_INTERPRETERS=1)")
+else
+    stage "CPython 3.14: pytest + Django suite" interpreter_suite 3.14
+    stage "free-threaded CPython: pytest + Django suite" interpreter_suite ft
+    stage "free-threaded CPython under ThreadSanitizer: concurrency tests + storm" \
+        bash scripts/tsan.sh
 fi

@@ -92,7 +92,21 @@ def _mixed_worker(cache, seed, iterations, barrier):
             ) or "unsupported operand" in str(exc), exc
 
 
-def test_mixed_calls_on_a_culling_cache(make_cache):
+# Where the GIL is off (free-threaded CPython), LocMemCache itself fails this
+# test: its OrderedDict is iterated while another thread changes it ("OrderedDict
+# mutated during iteration"), since Django's lock guards only its writes.
+# FastCache and SharedMemoryCache must pass it everywhere (README: Free-threaded
+# Python).
+GIL_OFF = not getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def test_mixed_calls_on_a_culling_cache(make_cache, impl, request):
+    if impl == "locmem" and GIL_OFF:
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="LocMemCache is not thread-safe without the GIL", strict=False
+            )
+        )
     c = make_cache(OPTIONS={"MAX_ENTRIES": 10, "CULL_FREQUENCY": 3})
     barrier = threading.Barrier(THREADS)
     errors = run_threads(
