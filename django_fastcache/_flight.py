@@ -518,6 +518,17 @@ def page_claim_or_wait(cache: Any, name: str,
         return None, None
     claim = _claim_page(cache, ident, name)
     if claim is not None:
+        # The previous holder may have stored it between this request's
+        # lookup and its claim: look once more.
+        try:
+            response = lookup()
+        except BaseException:
+            claim.release()
+            raise
+        if response is not None:
+            claim.stored = True  # (not a page that is never stored)
+            claim.release()
+            return response, None
         _count(store, "single_flight_computations")
         return None, claim
     with _flights_lock:
@@ -538,10 +549,14 @@ def page_claim_or_wait(cache: Any, name: str,
         else:
             time.sleep(delay)
         delay = min(delay * 2, _POLL_MAX)
+        # Whether the render is still going, then the lookup: a holder
+        # releases only after storing, so a page stored by a render that has
+        # ended is seen here.
+        held = _claim_held(cache, ident, attempt)
         response = lookup()
         if response is not None:
             return response, None
-        if not _claim_held(cache, ident, attempt):
+        if not held:
             return None, None  # ended without a page (or its holder died)
         if time.monotonic() >= deadline:
             _count(store, "single_flight_lock_timeouts")
